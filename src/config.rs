@@ -1,0 +1,745 @@
+//! Configuration: one TOML file, every key overridable from the environment.
+//!
+//! The file is read into a TOML table, environment overrides
+//! (`BINLOG_BRIDGE_<SECTION>_<KEY>`) are laid over it, and the result is
+//! deserialized into [`Config`] with unknown keys refused by name. Then
+//! [`Config::validate`] — a pure function — checks every value and turns each
+//! mistake into a message naming the key, the bad value and what is allowed.
+//!
+//! Secrets (passwords) may be given inline, from the environment, or as
+//! `*_file` paths; they are wrapped in [`Secret`] so that no `Debug` print,
+//! log line or error shows them.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "BINLOG_BRIDGE_";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}; pass --config PATH or create it (see binlog-bridge.example.toml)")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("environment variable {var}: {message}")]
+    Env { var: String, message: String },
+    #[error("config {origin}: {message}")]
+    Schema { origin: String, message: String },
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+/// A string that never prints.
+#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"***\"")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("***")
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub mysql: MysqlConfig,
+    #[serde(default)]
+    pub etcd: EtcdConfig,
+    #[serde(default)]
+    pub kafka: KafkaConfig,
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[mysql]`: the source server and how to read its binlog.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MysqlConfig {
+    /// `mysql://user[:password]@host:port`. The user needs
+    /// `SELECT, REPLICATION SLAVE, BINLOG MONITOR` (MySQL: `REPLICATION CLIENT`).
+    pub url: String,
+    /// Password, if not in the URL. Prefer `password_file` or the env var.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// File whose first line is the password.
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Replica server id, unique among all replicas of the source (1..=4294967295).
+    pub server_id: u32,
+    /// Where to start when no checkpoint exists: `earliest`, `latest`,
+    /// `FILE:OFFSET`, or `gtid:<GTID set or MariaDB GTID list>`.
+    #[serde(default = "default_start")]
+    pub start: String,
+    /// Heartbeat period the server is asked for, seconds.
+    #[serde(default = "default_heartbeat")]
+    pub heartbeat_secs: u64,
+    /// A connection silent for this long (no event, no heartbeat) is dead, seconds.
+    #[serde(default = "default_read_timeout")]
+    pub read_timeout_secs: u64,
+    /// Tables to stream, `db.table` names or `*` patterns; empty means all.
+    #[serde(default)]
+    pub include: Vec<String>,
+    /// Tables never streamed, `db.table` names or `*` patterns.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+}
+
+fn default_start() -> String {
+    "earliest".into()
+}
+fn default_heartbeat() -> u64 {
+    1
+}
+fn default_read_timeout() -> u64 {
+    10
+}
+
+/// `[etcd]`: the leader gate and checkpoint store.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdConfig {
+    /// Every member's client endpoint, `host:port` or `http(s)://host:port`.
+    #[serde(default = "default_endpoints")]
+    pub endpoints: Vec<String>,
+    /// Key prefix under which all pipelines live.
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// Pipeline name: the bridges sharing it form one primary + standbys group.
+    #[serde(default = "default_pipeline")]
+    pub pipeline: String,
+    /// Lease TTL in seconds (1 or more). A dead leader is replaced after about this long.
+    #[serde(default = "default_ttl")]
+    pub lease_ttl_secs: i64,
+    /// Minimum interval between checkpoint writes, milliseconds.
+    #[serde(default = "default_checkpoint_interval")]
+    pub checkpoint_interval_ms: u64,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// CA certificate (PEM) for TLS endpoints.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+fn default_endpoints() -> Vec<String> {
+    vec![
+        "127.0.0.1:2379".into(),
+        "127.0.0.1:3379".into(),
+        "127.0.0.1:4379".into(),
+    ]
+}
+fn default_prefix() -> String {
+    "/binlog-bridge".into()
+}
+fn default_pipeline() -> String {
+    "default".into()
+}
+fn default_ttl() -> i64 {
+    2
+}
+fn default_checkpoint_interval() -> u64 {
+    1000
+}
+
+impl Default for EtcdConfig {
+    fn default() -> Self {
+        EtcdConfig {
+            endpoints: default_endpoints(),
+            prefix: default_prefix(),
+            pipeline: default_pipeline(),
+            lease_ttl_secs: default_ttl(),
+            checkpoint_interval_ms: default_checkpoint_interval(),
+            username: None,
+            password: None,
+            password_file: None,
+            ca_file: None,
+            cert_file: None,
+            key_file: None,
+        }
+    }
+}
+
+/// Output message format, each readable by the Flink SQL format of the same name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Format {
+    /// Flink `debezium-json`.
+    Debezium,
+    /// Flink `canal-json`.
+    Canal,
+    /// Flink `maxwell-json`.
+    Maxwell,
+}
+
+/// How delivery is made exactly-once across failover.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Delivery {
+    /// Probe the broker: transactions available -> transactional, else idempotent.
+    Auto,
+    /// Kafka transactions; consumers read with isolation.level=read_committed.
+    Transactional,
+    /// Idempotent producer + lease-gated sends + reconciliation on takeover.
+    Idempotent,
+    /// Idempotent producer, no reconciliation: a failover may repeat rows.
+    AtLeastOnce,
+}
+
+/// `[kafka]`: where and how messages are produced.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Bootstrap brokers, comma-separated `host:port`.
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    /// Topic template: `{db}`, `{table}` and `{pipeline}` are replaced.
+    #[serde(default = "default_topic")]
+    pub topic: String,
+    /// Topic for schema changes (DDL).
+    #[serde(default = "default_schema_topic")]
+    pub schema_topic: String,
+    #[serde(default = "default_format")]
+    pub format: Format,
+    #[serde(default = "default_delivery")]
+    pub delivery: Delivery,
+    /// Partitions of topics the bridge creates.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    /// Replication factor of topics the bridge creates.
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    /// Key columns per table (`"db.table" = ["col", ...]`), overriding the primary key.
+    #[serde(default)]
+    pub key_columns: BTreeMap<String, Vec<String>>,
+    /// Extra librdkafka properties, passed through as given (e.g. `"compression.type" = "zstd"`).
+    #[serde(default)]
+    pub properties: BTreeMap<String, String>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:9092".into()
+}
+fn default_topic() -> String {
+    "{db}.{table}".into()
+}
+fn default_schema_topic() -> String {
+    "{pipeline}.schema-changes".into()
+}
+fn default_format() -> Format {
+    Format::Debezium
+}
+fn default_delivery() -> Delivery {
+    Delivery::Auto
+}
+fn default_partitions() -> i32 {
+    3
+}
+fn default_replication() -> i32 {
+    1
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        KafkaConfig {
+            brokers: default_brokers(),
+            topic: default_topic(),
+            schema_topic: default_schema_topic(),
+            format: default_format(),
+            delivery: default_delivery(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            key_columns: BTreeMap::new(),
+            properties: BTreeMap::new(),
+        }
+    }
+}
+
+/// `[http]`: metrics and health endpoints.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Listen address of /metrics, /healthz, /readyz, /status.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:9187".into()
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            listen: default_listen(),
+        }
+    }
+}
+
+/// Sections whose keys may be overridden from the environment.
+const SECTIONS: [&str; 4] = ["mysql", "etcd", "kafka", "http"];
+
+impl Config {
+    /// Read `path`, apply overrides from the process environment, deserialize.
+    /// Does not validate: call [`Config::validate`].
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_toml_with_env(&text, path, std::env::vars())
+    }
+
+    /// Parse TOML text, lay `env` overrides over it, deserialize.
+    pub fn from_toml_with_env(
+        text: &str,
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+            ConfigError::Parse {
+                path: path.to_path_buf(),
+                message: e.to_string().trim_end().to_string(),
+            }
+        })?;
+        let mut vars: Vec<(String, String)> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .collect();
+        vars.sort();
+        let mut origin = format!("file {}", path.display());
+        for (var, value) in &vars {
+            apply_env(&mut table, var, value)?;
+        }
+        if !vars.is_empty() {
+            let names: Vec<&str> = vars.iter().map(|(k, _)| k.as_str()).collect();
+            origin.push_str(&format!(" with environment {}", names.join(", ")));
+        }
+        let de = toml::Value::Table(table);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner().to_string();
+            let message = if path == "." || path.is_empty() {
+                inner.trim_end().to_string()
+            } else {
+                format!("key `{path}`: {}", inner.trim_end())
+            };
+            ConfigError::Schema { origin, message }
+        })
+    }
+
+    /// Check every value; return all mistakes at once.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut errs = Vec::new();
+        validate_mysql(&self.mysql, &mut errs);
+        validate_etcd(&self.etcd, &mut errs);
+        validate_kafka(&self.kafka, &mut errs);
+        if self.http.listen.parse::<SocketAddr>().is_err() {
+            errs.push(format!(
+                "http.listen = {:?} is not an address; use IP:PORT, e.g. \"127.0.0.1:9187\"",
+                self.http.listen
+            ));
+        }
+        if errs.is_empty() {
+            Ok(())
+        } else {
+            Err(ConfigError::Invalid(errs))
+        }
+    }
+}
+
+/// Lay one `BINLOG_BRIDGE_<SECTION>_<KEY>` variable over the table.
+///
+/// `<KEY>` is the key in upper case (`SERVER_ID` -> `server_id`). Values parse
+/// as TOML when they can (numbers, booleans, `["a","b"]` arrays) and are taken
+/// as strings otherwise. Map entries use a double underscore:
+/// `BINLOG_BRIDGE_KAFKA_PROPERTIES__COMPRESSION_TYPE=zstd` sets
+/// `kafka.properties."compression.type"` (underscores become dots).
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+    let rest = &var[ENV_PREFIX.len()..];
+    let env_err = |message: String| ConfigError::Env {
+        var: var.to_string(),
+        message,
+    };
+    let (section, key) = rest
+        .split_once('_')
+        .map(|(s, k)| (s.to_ascii_lowercase(), k))
+        .ok_or_else(|| env_err("expected BINLOG_BRIDGE_<SECTION>_<KEY>".into()))?;
+    if !SECTIONS.contains(&section.as_str()) {
+        return Err(env_err(format!(
+            "unknown section `{section}`; sections are {}",
+            SECTIONS.join(", ")
+        )));
+    }
+    if key.is_empty() {
+        return Err(env_err("missing key after the section".into()));
+    }
+    let sect = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let sect = sect
+        .as_table_mut()
+        .ok_or_else(|| env_err(format!("`{section}` in the file is not a table")))?;
+    let parsed = parse_env_value(value);
+    match key.split_once("__") {
+        Some((map, entry)) => {
+            let map = map.to_ascii_lowercase();
+            let entry = entry.to_ascii_lowercase().replace('_', ".");
+            let m = sect
+                .entry(map.clone())
+                .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+            let m = m
+                .as_table_mut()
+                .ok_or_else(|| env_err(format!("`{section}.{map}` is not a table")))?;
+            m.insert(entry, toml::Value::String(value.to_string()));
+        }
+        None => {
+            sect.insert(key.to_ascii_lowercase(), parsed);
+        }
+    }
+    Ok(())
+}
+
+fn parse_env_value(value: &str) -> toml::Value {
+    let doc = format!("v = {value}");
+    match doc.parse::<toml::Table>() {
+        Ok(mut t) => t
+            .remove("v")
+            .unwrap_or_else(|| toml::Value::String(value.to_string())),
+        Err(_) => toml::Value::String(value.to_string()),
+    }
+}
+
+fn validate_mysql(m: &MysqlConfig, errs: &mut Vec<String>) {
+    match url::Url::parse(&m.url) {
+        Ok(u) if u.scheme() != "mysql" => errs.push(format!(
+            "mysql.url = {:?}: scheme `{}` is not supported; use mysql://USER@HOST:PORT",
+            redact_url(&m.url),
+            u.scheme()
+        )),
+        Ok(u) if u.host_str().unwrap_or("").is_empty() => errs.push(format!(
+            "mysql.url = {:?} has no host; use mysql://USER@HOST:PORT",
+            redact_url(&m.url)
+        )),
+        Ok(u) if u.username().is_empty() => errs.push(format!(
+            "mysql.url = {:?} has no user; use mysql://USER@HOST:PORT",
+            redact_url(&m.url)
+        )),
+        Ok(_) => {}
+        Err(e) => errs.push(format!(
+            "mysql.url = {:?} is not a URL ({e}); use mysql://USER@HOST:PORT",
+            redact_url(&m.url)
+        )),
+    }
+    if m.server_id == 0 {
+        errs.push(
+            "mysql.server_id = 0 is not allowed; use a number from 1 to 4294967295 that no other replica of the source uses"
+                .into(),
+        );
+    }
+    if m.password.is_some() && m.password_file.is_some() {
+        errs.push("mysql.password and mysql.password_file are both set; keep one".into());
+    }
+    if let Err(e) = crate::config::StartPosition::parse(&m.start) {
+        errs.push(format!("mysql.start = {:?}: {e}", m.start));
+    }
+    if m.heartbeat_secs == 0 || m.heartbeat_secs > 3600 {
+        errs.push(format!(
+            "mysql.heartbeat_secs = {} is out of range; use 1 to 3600",
+            m.heartbeat_secs
+        ));
+    }
+    if m.read_timeout_secs <= m.heartbeat_secs {
+        errs.push(format!(
+            "mysql.read_timeout_secs = {} must be greater than mysql.heartbeat_secs = {}",
+            m.read_timeout_secs, m.heartbeat_secs
+        ));
+    }
+    for (key, pats) in [("mysql.include", &m.include), ("mysql.exclude", &m.exclude)] {
+        for p in pats {
+            if !p.contains('.') {
+                errs.push(format!(
+                    "{key} entry {p:?} is not DB.TABLE; use e.g. \"shop.orders\" or \"shop.*\""
+                ));
+            }
+        }
+    }
+}
+
+fn validate_etcd(e: &EtcdConfig, errs: &mut Vec<String>) {
+    if e.endpoints.is_empty() {
+        errs.push(
+            "etcd.endpoints is empty; list every etcd member, e.g. [\"127.0.0.1:2379\", \"127.0.0.1:3379\", \"127.0.0.1:4379\"]"
+                .into(),
+        );
+    }
+    for ep in &e.endpoints {
+        if let Err(why) = check_endpoint(ep) {
+            errs.push(format!(
+                "etcd.endpoints entry {ep:?} {why}; use HOST:PORT or http(s)://HOST:PORT"
+            ));
+        }
+    }
+    if !e.prefix.starts_with('/') || e.prefix.ends_with('/') {
+        errs.push(format!(
+            "etcd.prefix = {:?} must start with `/` and not end with `/`, e.g. \"/binlog-bridge\"",
+            e.prefix
+        ));
+    }
+    if e.pipeline.is_empty()
+        || !e
+            .pipeline
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+    {
+        errs.push(format!(
+            "etcd.pipeline = {:?}: use letters, digits, `-`, `_` or `.` (not empty)",
+            e.pipeline
+        ));
+    }
+    if e.lease_ttl_secs < 1 || e.lease_ttl_secs > 300 {
+        errs.push(format!(
+            "etcd.lease_ttl_secs = {} is out of range; use 1 to 300 (default 2)",
+            e.lease_ttl_secs
+        ));
+    }
+    if e.checkpoint_interval_ms == 0 {
+        errs.push("etcd.checkpoint_interval_ms = 0 is not allowed; use 1 or more (default 1000)".into());
+    }
+    if e.password.is_some() && e.password_file.is_some() {
+        errs.push("etcd.password and etcd.password_file are both set; keep one".into());
+    }
+    if (e.password.is_some() || e.password_file.is_some()) && e.username.is_none() {
+        errs.push("etcd.password is set but etcd.username is not; set both".into());
+    }
+    if e.cert_file.is_some() != e.key_file.is_some() {
+        errs.push("etcd.cert_file and etcd.key_file go together; set both or neither".into());
+    }
+}
+
+fn check_endpoint(ep: &str) -> Result<(), String> {
+    let hostport = if let Some(rest) = ep
+        .strip_prefix("http://")
+        .or_else(|| ep.strip_prefix("https://"))
+    {
+        rest.trim_end_matches('/')
+    } else if ep.contains("://") {
+        return Err("has an unsupported scheme".into());
+    } else {
+        ep
+    };
+    let (host, port) = hostport
+        .rsplit_once(':')
+        .ok_or_else(|| "has no port".to_string())?;
+    if host.is_empty() {
+        return Err("has no host".into());
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err(format!("has a bad port `{port}`")),
+    }
+}
+
+fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
+    let brokers: Vec<&str> = k.brokers.split(',').map(str::trim).collect();
+    if brokers.iter().all(|b| b.is_empty()) {
+        errs.push("kafka.brokers is empty; use e.g. \"127.0.0.1:9092\"".into());
+    } else {
+        for b in brokers {
+            if let Err(why) = check_endpoint(b) {
+                errs.push(format!(
+                    "kafka.brokers entry {b:?} {why}; use HOST:PORT[,HOST:PORT...]"
+                ));
+            }
+        }
+    }
+    for (key, template) in [
+        ("kafka.topic", &k.topic),
+        ("kafka.schema_topic", &k.schema_topic),
+    ] {
+        if let Err(why) = check_topic_template(template) {
+            errs.push(format!("{key} = {template:?} {why}"));
+        }
+    }
+    if k.partitions < 1 {
+        errs.push(format!(
+            "kafka.partitions = {} must be 1 or more",
+            k.partitions
+        ));
+    }
+    if k.replication_factor < 1 {
+        errs.push(format!(
+            "kafka.replication_factor = {} must be 1 or more",
+            k.replication_factor
+        ));
+    }
+    for (table, cols) in &k.key_columns {
+        if !table.contains('.') || table.contains('*') {
+            errs.push(format!(
+                "kafka.key_columns key {table:?} is not DB.TABLE, e.g. \"shop.orders\""
+            ));
+        }
+        if cols.is_empty() {
+            errs.push(format!(
+                "kafka.key_columns.{table:?} is empty; list at least one column"
+            ));
+        }
+    }
+    for key in k.properties.keys() {
+        if MANAGED_PROPERTIES.contains(&key.as_str()) {
+            errs.push(format!(
+                "kafka.properties.{key:?} is set by the bridge itself and cannot be overridden (delivery guarantees depend on it)"
+            ));
+        }
+    }
+}
+
+/// librdkafka properties whose values the delivery protocols depend on.
+pub const MANAGED_PROPERTIES: [&str; 6] = [
+    "bootstrap.servers",
+    "enable.idempotence",
+    "acks",
+    "transactional.id",
+    "max.in.flight.requests.per.connection",
+    "enable.auto.commit",
+];
+
+fn check_topic_template(t: &str) -> Result<(), String> {
+    if t.is_empty() {
+        return Err("is empty".into());
+    }
+    let mut rest = t;
+    while let Some(open) = rest.find('{') {
+        let close = rest[open..]
+            .find('}')
+            .ok_or_else(|| "has an unclosed `{`".to_string())?;
+        let name = &rest[open + 1..open + close];
+        if !["db", "table", "pipeline"].contains(&name) {
+            return Err(format!(
+                "has unknown placeholder `{{{name}}}`; allowed: {{db}}, {{table}}, {{pipeline}}"
+            ));
+        }
+        rest = &rest[open + close + 1..];
+    }
+    let literal = t
+        .replace("{db}", "a")
+        .replace("{table}", "a")
+        .replace("{pipeline}", "a");
+    if literal.len() > 249
+        || !literal
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-')
+    {
+        return Err(
+            "is not a valid Kafka topic name; use letters, digits, `.`, `_`, `-` and placeholders"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Hide the password of a URL for messages.
+pub fn redact_url(u: &str) -> String {
+    match url::Url::parse(u) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => u.to_string(),
+        // Unparseable: hide whatever stands between the last `:` and the `@`.
+        Err(_) => match u.rfind('@') {
+            Some(at) => {
+                let scheme_end = u.find("://").map(|s| s + 3).unwrap_or(0);
+                match u[..at].rfind(':').filter(|&c| c >= scheme_end) {
+                    Some(c) => format!("{}:***{}", &u[..c], &u[at..]),
+                    None => u.to_string(),
+                }
+            }
+            None => u.to_string(),
+        },
+    }
+}
+
+/// Where to start streaming when there is no checkpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StartPosition {
+    Earliest,
+    Latest,
+    At(crate::event::Position),
+    Gtid(String),
+}
+
+impl StartPosition {
+    pub fn parse(s: &str) -> Result<StartPosition, String> {
+        match s {
+            "earliest" => Ok(StartPosition::Earliest),
+            "latest" => Ok(StartPosition::Latest),
+            _ => {
+                if let Some(g) = s.strip_prefix("gtid:") {
+                    if g.trim().is_empty() {
+                        return Err("empty GTID; use gtid:0-1-100 (MariaDB) or gtid:UUID:1-100 (MySQL)".into());
+                    }
+                    Ok(StartPosition::Gtid(g.trim().to_string()))
+                } else {
+                    s.parse()
+                        .map(StartPosition::At)
+                        .map_err(|e| format!("{e}; or use earliest, latest, gtid:..."))
+                }
+            }
+        }
+    }
+}
+
+/// Read a secret given inline or by file (first line, trailing newline cut).
+pub fn resolve_secret(
+    key: &str,
+    inline: &Option<Secret>,
+    file: &Option<PathBuf>,
+) -> Result<Option<Secret>, String> {
+    if let Some(s) = inline {
+        return Ok(Some(s.clone()));
+    }
+    match file {
+        Some(path) => std::fs::read_to_string(path)
+            .map(|t| Some(Secret::new(t.lines().next().unwrap_or("").to_string())))
+            .map_err(|e| format!("{key}_file {}: {e}", path.display())),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,307 @@
+//! Parse and validate tests: every message a user can get is checked here.
+
+use super::*;
+
+const MINIMAL: &str = r#"
+[mysql]
+url = "mysql://repl@127.0.0.1:3306"
+server_id = 1001
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(text, Path::new("test.toml"), Vec::new())
+}
+
+fn parse_env(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    Config::from_toml_with_env(
+        text,
+        Path::new("test.toml"),
+        env.iter().map(|(k, v)| (k.to_string(), v.to_string())),
+    )
+}
+
+fn invalid(text: &str) -> Vec<String> {
+    match parse(text).expect("parses").validate() {
+        Err(ConfigError::Invalid(v)) => v,
+        other => panic!("expected Invalid, got {other:?}"),
+    }
+}
+
+#[test]
+fn minimal_config_gets_the_reference_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.etcd.endpoints,
+        ["127.0.0.1:2379", "127.0.0.1:3379", "127.0.0.1:4379"]
+    );
+    assert_eq!(c.etcd.lease_ttl_secs, 2);
+    assert_eq!(c.etcd.prefix, "/binlog-bridge");
+    assert_eq!(c.kafka.topic, "{db}.{table}");
+    assert_eq!(c.kafka.format, Format::Debezium);
+    assert_eq!(c.kafka.delivery, Delivery::Auto);
+    assert_eq!(c.http.listen, "127.0.0.1:9187");
+    assert_eq!(c.mysql.start, "earliest");
+}
+
+#[test]
+fn the_shipped_example_config_is_valid() {
+    let text = include_str!("../../binlog-bridge.example.toml");
+    let c = parse(text).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.kafka.format, Format::Debezium);
+}
+
+#[test]
+fn typo_key_is_refused_by_name() {
+    let text = format!("{MINIMAL}\n[kafka]\ntpoic = \"x\"\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("unknown field `tpoic`"), "{e}");
+    assert!(e.contains("kafka"), "{e}");
+    assert!(e.contains("expected one of"), "{e}");
+}
+
+#[test]
+fn unknown_section_is_refused_by_name() {
+    let text = format!("{MINIMAL}\n[kafak]\nbrokers = \"x\"\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("unknown field `kafak`"), "{e}");
+}
+
+#[test]
+fn missing_required_key_is_named() {
+    let e = parse("[mysql]\nurl = \"mysql://a@b:1\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("server_id"), "{e}");
+}
+
+#[test]
+fn wrong_type_names_the_key() {
+    let text = format!("{MINIMAL}\n[etcd]\nlease_ttl_secs = \"two\"\n");
+    let e = parse(&text).unwrap_err().to_string();
+    assert!(e.contains("etcd.lease_ttl_secs"), "{e}");
+}
+
+#[test]
+fn bad_toml_says_where() {
+    let e = parse("[mysql\nurl=").unwrap_err().to_string();
+    assert!(e.contains("test.toml is not valid TOML"), "{e}");
+    assert!(e.contains("line 1"), "{e}");
+}
+
+#[test]
+fn unreadable_file_says_what_to_do() {
+    let e = Config::load(Path::new("/nonexistent/bb.toml"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("/nonexistent/bb.toml"), "{e}");
+    assert!(e.contains("--config"), "{e}");
+}
+
+#[test]
+fn bad_url_is_refused_and_password_hidden() {
+    let v = invalid(
+        "[mysql]\nurl = \"mysql//repl:hunter2@127.0.0.1\"\nserver_id = 5\n",
+    );
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(v[0].starts_with("mysql.url = "), "{v:?}");
+    assert!(v[0].contains("is not a URL"), "{v:?}");
+    assert!(!v[0].contains("hunter2"), "{v:?}");
+
+    let v = invalid("[mysql]\nurl = \"postgres://u:hunter2@h:1\"\nserver_id = 5\n");
+    assert!(v[0].contains("scheme `postgres` is not supported"), "{v:?}");
+    assert!(!v[0].contains("hunter2"), "{v:?}");
+
+    let v = invalid("[mysql]\nurl = \"mysql://127.0.0.1:3306\"\nserver_id = 5\n");
+    assert!(v[0].contains("has no user"), "{v:?}");
+}
+
+#[test]
+fn empty_endpoint_list_is_refused() {
+    let v = invalid(&format!("{MINIMAL}\n[etcd]\nendpoints = []\n"));
+    assert_eq!(v.len(), 1);
+    assert!(v[0].starts_with("etcd.endpoints is empty"), "{v:?}");
+}
+
+#[test]
+fn bad_endpoints_are_named() {
+    let v = invalid(&format!(
+        "{MINIMAL}\n[etcd]\nendpoints = [\"127.0.0.1\", \"ftp://h:1\", \"h:99999\", \":2379\"]\n"
+    ));
+    assert_eq!(v.len(), 4, "{v:?}");
+    assert!(v[0].contains("\"127.0.0.1\" has no port"));
+    assert!(v[1].contains("\"ftp://h:1\" has an unsupported scheme"));
+    assert!(v[2].contains("has a bad port `99999`"));
+    assert!(v[3].contains("\":2379\" has no host"));
+}
+
+#[test]
+fn zero_ttl_is_refused() {
+    let v = invalid(&format!("{MINIMAL}\n[etcd]\nlease_ttl_secs = 0\n"));
+    assert_eq!(
+        v,
+        ["etcd.lease_ttl_secs = 0 is out of range; use 1 to 300 (default 2)"]
+    );
+}
+
+#[test]
+fn every_validation_message() {
+    let text = r#"
+[mysql]
+url = "mysql://repl@127.0.0.1:3306"
+server_id = 0
+password = "x"
+password_file = "/p"
+start = "binlog.000001"
+heartbeat_secs = 0
+read_timeout_secs = 0
+include = ["orders"]
+exclude = ["x"]
+
+[etcd]
+prefix = "bb/"
+pipeline = "a b"
+checkpoint_interval_ms = 0
+password = "x"
+cert_file = "/c"
+
+[kafka]
+brokers = ""
+topic = "{database}"
+schema_topic = "bad topic"
+partitions = 0
+replication_factor = 0
+key_columns = { "orders" = [] }
+properties = { "enable.idempotence" = "false" }
+
+[http]
+listen = "localhost"
+"#;
+    let v = invalid(text);
+    let expected = [
+        "mysql.server_id = 0 is not allowed; use a number from 1 to 4294967295 that no other replica of the source uses",
+        "mysql.password and mysql.password_file are both set; keep one",
+        "mysql.start = \"binlog.000001\": invalid position `binlog.000001`: missing `:`; expected FILE:OFFSET or FILE:OFFSET+ROW, e.g. binlog.000003:4567+12; or use earliest, latest, gtid:...",
+        "mysql.heartbeat_secs = 0 is out of range; use 1 to 3600",
+        "mysql.read_timeout_secs = 0 must be greater than mysql.heartbeat_secs = 0",
+        "mysql.include entry \"orders\" is not DB.TABLE; use e.g. \"shop.orders\" or \"shop.*\"",
+        "mysql.exclude entry \"x\" is not DB.TABLE; use e.g. \"shop.orders\" or \"shop.*\"",
+        "etcd.prefix = \"bb/\" must start with `/` and not end with `/`, e.g. \"/binlog-bridge\"",
+        "etcd.pipeline = \"a b\": use letters, digits, `-`, `_` or `.` (not empty)",
+        "etcd.checkpoint_interval_ms = 0 is not allowed; use 1 or more (default 1000)",
+        "etcd.password is set but etcd.username is not; set both",
+        "etcd.cert_file and etcd.key_file go together; set both or neither",
+        "kafka.brokers is empty; use e.g. \"127.0.0.1:9092\"",
+        "kafka.topic = \"{database}\" has unknown placeholder `{database}`; allowed: {db}, {table}, {pipeline}",
+        "kafka.schema_topic = \"bad topic\" is not a valid Kafka topic name; use letters, digits, `.`, `_`, `-` and placeholders",
+        "kafka.partitions = 0 must be 1 or more",
+        "kafka.replication_factor = 0 must be 1 or more",
+        "kafka.key_columns key \"orders\" is not DB.TABLE, e.g. \"shop.orders\"",
+        "kafka.key_columns.\"orders\" is empty; list at least one column",
+        "kafka.properties.\"enable.idempotence\" is set by the bridge itself and cannot be overridden (delivery guarantees depend on it)",
+        "http.listen = \"localhost\" is not an address; use IP:PORT, e.g. \"127.0.0.1:9187\"",
+    ];
+    assert_eq!(v, expected);
+}
+
+#[test]
+fn start_positions_parse() {
+    assert_eq!(StartPosition::parse("earliest"), Ok(StartPosition::Earliest));
+    assert_eq!(StartPosition::parse("latest"), Ok(StartPosition::Latest));
+    assert_eq!(
+        StartPosition::parse("gtid:0-1-100"),
+        Ok(StartPosition::Gtid("0-1-100".into()))
+    );
+    assert_eq!(
+        StartPosition::parse("gtid:"),
+        Err("empty GTID; use gtid:0-1-100 (MariaDB) or gtid:UUID:1-100 (MySQL)".into())
+    );
+    match StartPosition::parse("binlog.000002:120+3") {
+        Ok(StartPosition::At(p)) => assert_eq!((p.offset, p.row), (120, 3)),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn env_overrides_every_kind_of_key() {
+    let c = parse_env(
+        MINIMAL,
+        &[
+            ("BINLOG_BRIDGE_MYSQL_SERVER_ID", "77"),
+            ("BINLOG_BRIDGE_ETCD_ENDPOINTS", "[\"10.0.0.1:2379\"]"),
+            ("BINLOG_BRIDGE_ETCD_LEASE_TTL_SECS", "1"),
+            ("BINLOG_BRIDGE_KAFKA_FORMAT", "canal"),
+            ("BINLOG_BRIDGE_KAFKA_TOPIC", "cdc.{db}"),
+            ("BINLOG_BRIDGE_KAFKA_PROPERTIES__COMPRESSION_TYPE", "zstd"),
+            ("BINLOG_BRIDGE_HTTP_LISTEN", "127.0.0.1:9999"),
+            ("OTHER_VAR", "ignored"),
+        ],
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mysql.server_id, 77);
+    assert_eq!(c.etcd.endpoints, ["10.0.0.1:2379"]);
+    assert_eq!(c.etcd.lease_ttl_secs, 1);
+    assert_eq!(c.kafka.format, Format::Canal);
+    assert_eq!(c.kafka.topic, "cdc.{db}");
+    assert_eq!(c.kafka.properties["compression.type"], "zstd");
+    assert_eq!(c.http.listen, "127.0.0.1:9999");
+}
+
+#[test]
+fn env_can_supply_required_keys() {
+    let c = parse_env(
+        "",
+        &[
+            ("BINLOG_BRIDGE_MYSQL_URL", "mysql://u@h:3306"),
+            ("BINLOG_BRIDGE_MYSQL_SERVER_ID", "9"),
+        ],
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mysql.url, "mysql://u@h:3306");
+}
+
+#[test]
+fn env_typo_is_refused_by_name() {
+    let e = parse_env(MINIMAL, &[("BINLOG_BRIDGE_KAFKA_TPOIC", "x")])
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("unknown field `tpoic`"), "{e}");
+    assert!(e.contains("BINLOG_BRIDGE_KAFKA_TPOIC"), "{e}");
+
+    let e = parse_env(MINIMAL, &[("BINLOG_BRIDGE_KAFAK_TOPIC", "x")])
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "environment variable BINLOG_BRIDGE_KAFAK_TOPIC: unknown section `kafak`; sections are mysql, etcd, kafka, http"
+    );
+}
+
+#[test]
+fn secrets_never_print() {
+    let text = "[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = \"hunter2\"\n";
+    let c = parse(text).unwrap();
+    assert_eq!(c.mysql.password.as_ref().map(Secret::expose), Some("hunter2"));
+    let dbg = format!("{c:?}");
+    assert!(!dbg.contains("hunter2"), "{dbg}");
+    let json = serde_json::to_string(&c).unwrap();
+    assert!(!json.contains("hunter2"), "{json}");
+    assert_eq!(
+        redact_url("mysql://u:hunter2@h:1/"),
+        "mysql://u:***@h:1/"
+    );
+}
+
+#[test]
+fn secret_file_is_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("pw");
+    std::fs::write(&p, "s3cret\n").unwrap();
+    let got = resolve_secret("mysql.password", &None, &Some(p)).unwrap();
+    assert_eq!(got.unwrap().expose(), "s3cret");
+    let e = resolve_secret("mysql.password", &None, &Some("/nonexistent/pw".into())).unwrap_err();
+    assert!(e.starts_with("mysql.password_file /nonexistent/pw:"), "{e}");
+}

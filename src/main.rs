@@ -1,0 +1,22 @@
+//! The `binlog-bridge` binary: parse the command line, start logging, dispatch.
+//! Everything else lives in the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = binlog_bridge::cli::Cli::parse();
+    binlog_bridge::telemetry::init(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    runtime.block_on(binlog_bridge::cli::dispatch(cli))
+}
