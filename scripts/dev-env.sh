@@ -1,0 +1,272 @@
+#!/usr/bin/env bash
+# The local development environment: real MariaDB, a real 3-member etcd cluster
+# and a real Kafka-protocol broker (tansu), all on 127.0.0.1, data under
+# target/dev-env/.
+#
+#   scripts/dev-env.sh up        install what is missing, start everything (idempotent)
+#   scripts/dev-env.sh down      stop what this script started (by pid files)
+#   scripts/dev-env.sh status    say what is up
+#   scripts/dev-env.sh env       print the endpoints as shell exports
+#   scripts/dev-env.sh install   only install packages and build the broker
+#   scripts/dev-env.sh start|stop NAME   one service: mariadb etcd1 etcd2 etcd3 broker
+#
+# The broker build (cargo install tansu, 20-35 min on 2 cores) is cached under
+# $BINLOG_BRIDGE_CACHE (default ~/.cache/binlog-bridge) and reused when present.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+DATA=${BINLOG_BRIDGE_DEV_DIR:-$ROOT/target/dev-env}
+CACHE=${BINLOG_BRIDGE_CACHE:-$HOME/.cache/binlog-bridge}
+TANSU_VERSION=0.6.0
+TANSU_ROOT=$CACHE/tansu-$TANSU_VERSION
+TANSU_BIN=$TANSU_ROOT/bin/tansu
+
+MYSQL_PORT=${BB_MYSQL_PORT:-3306}
+ETCD_CLIENT_PORTS=(2379 3379 4379)
+ETCD_PEER_PORTS=(2380 3380 4380)
+KAFKA_PORT=${BB_KAFKA_PORT:-9092}
+
+APT_PACKAGES=(mariadb-server mariadb-client etcd-server etcd-client protobuf-compiler
+  cmake libcurl4-openssl-dev libssl-dev pkg-config iproute2 docker-compose)
+
+log() { printf '[dev-env] %s\n' "$*" >&2; }
+die() { printf '[dev-env] error: %s\n' "$*" >&2; exit 1; }
+
+need_apt() {
+  local missing=()
+  command -v mariadbd >/dev/null || missing+=(mariadb-server)
+  command -v mariadb >/dev/null || missing+=(mariadb-client)
+  command -v etcd >/dev/null || missing+=(etcd-server)
+  command -v etcdctl >/dev/null || missing+=(etcd-client)
+  command -v protoc >/dev/null || missing+=(protobuf-compiler)
+  command -v cmake >/dev/null || missing+=(cmake)
+  command -v docker-compose >/dev/null || missing+=(docker-compose)
+  command -v ip >/dev/null || missing+=(iproute2)
+  [ -e /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
+  [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v pkg-config >/dev/null || missing+=(pkg-config)
+  printf '%s\n' "${missing[@]}"
+}
+
+install_packages() {
+  local missing
+  missing=$(need_apt)
+  if [ -n "$missing" ]; then
+    [ "$(id -u)" = 0 ] || die "missing packages ($missing); run as root or: sudo apt-get install -y ${APT_PACKAGES[*]}"
+    log "installing: $(echo $missing)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # shellcheck disable=SC2086
+    apt-get install -y -qq $missing >/dev/null
+  fi
+}
+
+# Build the broker into the cache unless it is there already.
+build_broker() {
+  if [ -x "$TANSU_BIN" ]; then return 0; fi
+  log "building tansu $TANSU_VERSION into $TANSU_ROOT (first time only; 20-35 min on 2 cores)"
+  mkdir -p "$CACHE"
+  CARGO_TARGET_DIR=$CACHE/tansu-build cargo install "tansu@$TANSU_VERSION" --locked \
+    --features libsql,dynostore --root "$TANSU_ROOT" >"$CACHE/tansu-build.log" 2>&1 \
+    || die "tansu build failed; see $CACHE/tansu-build.log"
+  rm -rf "$CACHE/tansu-build"
+  log "tansu built: $TANSU_BIN"
+}
+
+pidfile() { echo "$DATA/$1.pid"; }
+
+is_running() {
+  local pf
+  pf=$(pidfile "$1")
+  [ -f "$pf" ] && kill -0 "$(cat "$pf")" 2>/dev/null
+}
+
+wait_port() { # name port seconds
+  local i
+  for ((i = 0; i < $3 * 10; i++)); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$2") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  die "$1 did not open 127.0.0.1:$2 within $3 s; see $DATA/$1.log"
+}
+
+mycnf() { echo "$DATA/mariadb/my.cnf"; }
+
+start_mariadb() {
+  is_running mariadb && return 0
+  local dir=$DATA/mariadb
+  mkdir -p "$dir"
+  cat >"$dir/my.cnf" <<EOF
+[client]
+socket=$dir/mysql.sock
+port=$MYSQL_PORT
+host=127.0.0.1
+user=root
+
+[mariadbd]
+datadir=$dir/data
+socket=$dir/mysql.sock
+pid-file=$dir/mariadbd.pid
+port=$MYSQL_PORT
+bind-address=127.0.0.1
+user=root
+skip-name-resolve
+server_id=1
+log_bin=$dir/data/binlog
+binlog_format=ROW
+binlog_row_image=FULL
+binlog_row_metadata=FULL
+innodb_buffer_pool_size=256M
+max_connections=500
+EOF
+  if [ ! -d "$dir/data/mysql" ]; then
+    log "initialising MariaDB data dir"
+    mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal \
+      --skip-test-db >"$dir/install.log" 2>&1 || die "mariadb-install-db failed; see $dir/install.log"
+  fi
+  mariadbd --defaults-file="$dir/my.cnf" >>"$DATA/mariadb.log" 2>&1 &
+  echo $! >"$(pidfile mariadb)"
+  local i
+  for ((i = 0; i < 300; i++)); do
+    mariadb-admin --defaults-file="$dir/my.cnf" ping >/dev/null 2>&1 && break
+    kill -0 "$(cat "$(pidfile mariadb)")" 2>/dev/null || die "mariadbd exited; see $DATA/mariadb.log"
+    sleep 0.1
+  done
+  mariadb --defaults-file="$dir/my.cnf" -e "
+    CREATE USER IF NOT EXISTS 'bridge'@'%' IDENTIFIED BY 'bridge';
+    GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'bridge'@'%';
+    CREATE USER IF NOT EXISTS 'bridge'@'localhost' IDENTIFIED BY 'bridge';
+    GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'bridge'@'localhost';" \
+    || die "cannot create the replication user; see $DATA/mariadb.log"
+  log "mariadb up on 127.0.0.1:$MYSQL_PORT"
+}
+
+etcd_cluster() {
+  local out="" i
+  for i in 0 1 2; do
+    out+="${out:+,}n$((i + 1))=http://127.0.0.1:${ETCD_PEER_PORTS[$i]}"
+  done
+  echo "$out"
+}
+
+start_etcd_member() { # index 0..2
+  local i=$1 name="etcd$(($1 + 1))"
+  is_running "$name" && return 0
+  local state=new
+  [ -d "$DATA/$name/member" ] && state=existing
+  mkdir -p "$DATA/$name"
+  etcd --name "n$((i + 1))" --data-dir "$DATA/$name" \
+    --listen-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" \
+    --advertise-client-urls "http://127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" \
+    --listen-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}" \
+    --initial-advertise-peer-urls "http://127.0.0.1:${ETCD_PEER_PORTS[$i]}" \
+    --initial-cluster "$(etcd_cluster)" --initial-cluster-state "$state" \
+    --initial-cluster-token binlog-bridge-dev \
+    --heartbeat-interval 50 --election-timeout 500 \
+    >>"$DATA/$name.log" 2>&1 &
+  echo $! >"$(pidfile "$name")"
+}
+
+start_etcd() {
+  local i
+  for i in 0 1 2; do start_etcd_member "$i"; done
+  for i in 0 1 2; do wait_port "etcd$((i + 1))" "${ETCD_CLIENT_PORTS[$i]}" 20; done
+  local eps
+  eps=$(printf '127.0.0.1:%s,' "${ETCD_CLIENT_PORTS[@]}")
+  for ((i = 0; i < 100; i++)); do
+    ETCDCTL_API=3 etcdctl --endpoints "${eps%,}" endpoint health >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  ETCDCTL_API=3 etcdctl --endpoints "${eps%,}" endpoint health >/dev/null 2>&1 \
+    || die "etcd cluster not healthy; see $DATA/etcd*.log"
+  log "etcd up on 127.0.0.1:2379,3379,4379"
+}
+
+start_broker() {
+  is_running broker && return 0
+  [ -x "$TANSU_BIN" ] || build_broker
+  mkdir -p "$DATA/broker"
+  (cd "$DATA/broker" && exec "$TANSU_BIN" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine "sqlite://broker.db") >>"$DATA/broker.log" 2>&1 &
+  echo $! >"$(pidfile broker)"
+  wait_port broker "$KAFKA_PORT" 20
+  log "broker (tansu) up on 127.0.0.1:$KAFKA_PORT"
+}
+
+stop_one() {
+  local name=$1 pf
+  pf=$(pidfile "$name")
+  [ -f "$pf" ] || return 0
+  local pid
+  pid=$(cat "$pf")
+  if kill -0 "$pid" 2>/dev/null; then
+    kill "$pid" 2>/dev/null || true
+    local i
+    for ((i = 0; i < 100; i++)); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
+  rm -f "$pf"
+}
+
+print_env() {
+  cat <<EOF
+export BB_MYSQL_URL=mysql://bridge:bridge@127.0.0.1:$MYSQL_PORT
+export BB_MYSQL_ADMIN_URL=mysql://root@127.0.0.1:$MYSQL_PORT
+export BB_MYSQL_CNF=$(mycnf)
+export BB_ETCD_ENDPOINTS=127.0.0.1:${ETCD_CLIENT_PORTS[0]},127.0.0.1:${ETCD_CLIENT_PORTS[1]},127.0.0.1:${ETCD_CLIENT_PORTS[2]}
+export BB_KAFKA_BROKERS=127.0.0.1:$KAFKA_PORT
+export BB_TANSU_BIN=$TANSU_BIN
+export BB_DEV_DIR=$DATA
+EOF
+}
+
+status() {
+  local n rc=0
+  for n in mariadb etcd1 etcd2 etcd3 broker; do
+    if is_running "$n"; then echo "$n: up (pid $(cat "$(pidfile "$n")"))"; else echo "$n: down"; rc=1; fi
+  done
+  return $rc
+}
+
+cmd=${1:-}
+mkdir -p "$DATA"
+case "$cmd" in
+  up)
+    install_packages
+    build_broker
+    start_mariadb
+    start_etcd
+    start_broker
+    status
+    ;;
+  install)
+    install_packages
+    build_broker
+    ;;
+  down)
+    for n in broker etcd1 etcd2 etcd3 mariadb; do stop_one "$n"; done
+    log "stopped"
+    ;;
+  status) status ;;
+  env) print_env ;;
+  start)
+    case "${2:-}" in
+      mariadb) start_mariadb ;;
+      etcd1 | etcd2 | etcd3) start_etcd_member "$((${2#etcd} - 1))"; wait_port "$2" "${ETCD_CLIENT_PORTS[$((${2#etcd} - 1))]}" 20 ;;
+      broker) start_broker ;;
+      *) die "start what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
+    esac
+    ;;
+  stop)
+    case "${2:-}" in
+      mariadb | etcd1 | etcd2 | etcd3 | broker) stop_one "$2" ;;
+      *) die "stop what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
+    esac
+    ;;
+  *)
+    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    [ -z "$cmd" ] || exit 2
+    ;;
+esac
