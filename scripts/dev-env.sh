@@ -8,6 +8,7 @@
 #   scripts/dev-env.sh status    say what is up
 #   scripts/dev-env.sh env       print the endpoints as shell exports
 #   scripts/dev-env.sh install   only install packages and build the broker
+#   scripts/dev-env.sh install-packages | build-broker   one of the two
 #   scripts/dev-env.sh start|stop NAME   one service: mariadb etcd1 etcd2 etcd3 broker
 #
 # The broker build (cargo install tansu, 20-35 min on 2 cores) is cached under
@@ -245,6 +246,8 @@ case "$cmd" in
     install_packages
     build_broker
     ;;
+  install-packages) install_packages ;;
+  build-broker) build_broker ;;
   down)
     for n in broker etcd1 etcd2 etcd3 mariadb; do stop_one "$n"; done
     log "stopped"
@@ -266,7 +269,7 @@ case "$cmd" in
     esac
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || exit 2
     ;;
 esac
