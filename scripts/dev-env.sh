@@ -43,8 +43,10 @@ need_apt() {
   command -v cmake >/dev/null || missing+=(cmake)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v ip >/dev/null || missing+=(iproute2)
-  [ -e /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
-  [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  local dev
+  for dev in libcurl4-openssl-dev libssl-dev; do
+    dpkg-query -W -f='${Status}' "$dev" 2>/dev/null | grep -q "ok installed" || missing+=("$dev")
+  done
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   printf '%s\n' "${missing[@]}"
 }
