@@ -159,3 +159,10 @@ fn online_check_fails_with_exit_1_when_servers_are_unreachable() {
     assert!(t.contains("3 of 3 checks failed"), "{t}");
     assert!(!t.contains("hunter2"), "password printed: {t}");
 }
+
+#[test]
+fn offline_check_passes_the_compose_demo_config() {
+    let demo = include_str!("../deploy/binlog-bridge.toml");
+    let out = bridge(&["check", "--offline"], Some(demo));
+    assert!(out.status.success(), "{}", text(&out));
+}
