@@ -11,5 +11,6 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod event;
+pub mod ops;
 pub mod source;
 pub mod telemetry;
