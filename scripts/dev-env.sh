@@ -9,7 +9,12 @@
 #   scripts/dev-env.sh env       print the endpoints as shell exports
 #   scripts/dev-env.sh install   only install packages and build the broker
 #   scripts/dev-env.sh install-packages | build-broker   one of the two
-#   scripts/dev-env.sh start|stop NAME   one service: mariadb etcd1 etcd2 etcd3 broker
+#   scripts/dev-env.sh start|stop|kill NAME   one service: mariadb etcd1 etcd2 etcd3 broker
+#   scripts/dev-env.sh etcd-leader   which etcd member is the raft leader
+#
+# A second, independent environment (the chaos test uses one) only needs other
+# ports and another directory: BINLOG_BRIDGE_DEV_DIR, BB_MYSQL_PORT,
+# BB_ETCD_PORT_BASE (client ports BASE, BASE+1000, BASE+2000), BB_KAFKA_PORT.
 #
 # The broker build (cargo install tansu, 20-35 min on 2 cores) is cached under
 # $BINLOG_BRIDGE_CACHE (default ~/.cache/binlog-bridge) and reused when present.
@@ -23,8 +28,10 @@ TANSU_ROOT=$CACHE/tansu-$TANSU_VERSION
 TANSU_BIN=$TANSU_ROOT/bin/tansu
 
 MYSQL_PORT=${BB_MYSQL_PORT:-3306}
-ETCD_CLIENT_PORTS=(2379 3379 4379)
-ETCD_PEER_PORTS=(2380 3380 4380)
+# Client ports BASE, BASE+1000, BASE+2000; peer ports one above each.
+ETCD_BASE=${BB_ETCD_PORT_BASE:-2379}
+ETCD_CLIENT_PORTS=("$ETCD_BASE" "$((ETCD_BASE + 1000))" "$((ETCD_BASE + 2000))")
+ETCD_PEER_PORTS=("$((ETCD_BASE + 1))" "$((ETCD_BASE + 1001))" "$((ETCD_BASE + 2001))")
 KAFKA_PORT=${BB_KAFKA_PORT:-9092}
 
 APT_PACKAGES=(mariadb-server mariadb-client etcd-server etcd-client protobuf-compiler
@@ -182,7 +189,7 @@ start_etcd() {
   done
   ETCDCTL_API=3 etcdctl --endpoints "${eps%,}" endpoint health >/dev/null 2>&1 \
     || die "etcd cluster not healthy; see $DATA/etcd*.log"
-  log "etcd up on 127.0.0.1:2379,3379,4379"
+  log "etcd up on 127.0.0.1:${ETCD_CLIENT_PORTS[0]},${ETCD_CLIENT_PORTS[1]},${ETCD_CLIENT_PORTS[2]}"
 }
 
 start_broker() {
@@ -264,6 +271,26 @@ case "$cmd" in
       *) die "start what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
     esac
     ;;
+  kill)
+    case "${2:-}" in
+      mariadb | etcd1 | etcd2 | etcd3 | broker)
+        pf=$(pidfile "$2")
+        [ -f "$pf" ] && kill -9 "$(cat "$pf")" 2>/dev/null || true
+        rm -f "$pf"
+        ;;
+      *) die "kill what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
+    esac
+    ;;
+  etcd-leader)
+    for i in 0 1 2; do
+      out=$(ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" endpoint status -w json 2>/dev/null) || continue
+      if python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)' <<<"$out"; then
+        echo "etcd$((i + 1))"
+        exit 0
+      fi
+    done
+    die "no etcd member says it is the raft leader"
+    ;;
   stop)
     case "${2:-}" in
       mariadb | etcd1 | etcd2 | etcd3 | broker) stop_one "$2" ;;
@@ -271,7 +298,7 @@ case "$cmd" in
     esac
     ;;
   *)
-    sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || exit 2
     ;;
 esac
