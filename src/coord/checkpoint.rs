@@ -339,11 +339,29 @@ impl CheckpointWriter {
             written_at_ms: now_ms(),
             extra: st.extra.clone(),
         };
-        match self
+        // Retry for as long as the lease holds: the deadline moves on with
+        // every answered keep-alive, and a Txn stalled by an etcd leader
+        // election must not make a leader that kept its lease step down.
+        let mut result = self
             .store
             .write_fenced(&self.leader_key, self.epoch, &doc, self.session.deadline())
-            .await
+            .await;
+        while matches!(
+            result,
+            Err(CheckpointError::Etcd(
+                CoordError::Timeout { .. } | CoordError::Unavailable { .. }
+            ))
+        ) && self.session.is_alive()
         {
+            result = self
+                .store
+                .write_fenced(&self.leader_key, self.epoch, &doc, self.session.deadline())
+                .await;
+        }
+        match result {
+            Err(CheckpointError::Etcd(
+                CoordError::Timeout { .. } | CoordError::Unavailable { .. },
+            )) => Err(CheckpointError::SessionLost),
             Ok(()) => {
                 st.last_write = Some(Instant::now());
                 st.written = Some(position);

@@ -9,7 +9,13 @@
 //! process may lead, so all output must already have stopped. The exactly-once
 //! work reads [`Session::deadline`] before every hand-off to Kafka.
 //!
-//! Keep-alives go out every TTL/3. A failed or unanswered keep-alive is
+//! Keep-alives go out every TTL/10 (at least 50 ms), not the usual TTL/3:
+//! the deadline can only be as late as the last *answered* send + TTL, so the
+//! margin that rides out an etcd raft-leader election (measured 0.6-0.9 s
+//! with `--election-timeout 500`) is TTL minus the period. With a 1 s lease,
+//! TTL/3 leaves 0.67 s and a raft-leader kill made the bridge lose its lease
+//! about every other time; TTL/10 leaves 0.9 s. The cost is ten small
+//! requests per TTL per process. A failed or unanswered keep-alive is
 //! retried on a fresh stream (the client balances over all endpoints, so the
 //! retry usually reaches a live member) until the deadline; the session is
 //! lost when the deadline passes or etcd answers TTL <= 0 (the lease is gone).
@@ -250,7 +256,7 @@ async fn keep_alive_loop(
     reason_tx: watch::Sender<Option<LossReason>>,
     lost: CancellationToken,
 ) {
-    let period = ttl / 3;
+    let period = (ttl / 10).max(Duration::from_millis(50));
     let retry_pause = Duration::from_millis(50);
     let mut stream: Option<(LeaseKeeper, LeaseKeepAliveStream)> = None;
     let mut next = Instant::now() + period;
@@ -281,7 +287,7 @@ async fn keep_alive_loop(
                 lose(LossReason::DeadlinePassed);
                 return;
             }
-            b = tokio::time::timeout(period.max(Duration::from_millis(100)), one_beat(&client, lease, ttl, &mut stream)) => b,
+            b = tokio::time::timeout(period.max(Duration::from_millis(250)), one_beat(&client, lease, ttl, &mut stream)) => b,
         };
         match beat {
             Ok(Beat::Alive(secs)) => {

@@ -77,22 +77,47 @@ impl LeaderWork for Heartbeat {
             .map(|c| counter(&c.position))
             .unwrap_or(0);
         self.emit(format!("RESUME {} {n} {pid} {}\n", ctx.epoch, now_ms()))?;
-        loop {
-            tokio::select! {
-                biased;
-                _ = ctx.lost().cancelled() => return Err(WorkError::SessionLost),
-                _ = ctx.stop().cancelled() => break,
-                _ = tokio::time::sleep(self.tick) => {}
+        // Like a real sink, checkpoints are written beside the sends, not in
+        // their way: the send loop publishes the latest acknowledged count,
+        // a second future hands it to the (throttling) writer.
+        let (acked_tx, mut acked_rx) = watch::channel(n);
+        let writer = ctx.checkpoint.clone();
+        let checkpoints = async move {
+            while acked_rx.changed().await.is_ok() {
+                let m = *acked_rx.borrow_and_update();
+                writer.acked(&position(m)).await?;
             }
-            // The gate of every send: lease alive and its deadline ahead.
-            if !ctx.may_send() {
+            Ok::<(), WorkError>(())
+        };
+        let sends = async {
+            loop {
+                tokio::select! {
+                    biased;
+                    _ = ctx.lost().cancelled() => return Err(WorkError::SessionLost),
+                    _ = ctx.stop().cancelled() => return Ok(n),
+                    _ = tokio::time::sleep(self.tick) => {}
+                }
+                // The gate of every send: lease alive and its deadline ahead.
+                if !ctx.may_send() {
+                    return Err(WorkError::SessionLost);
+                }
+                n += 1;
+                self.emit(format!("OUT {} {n} {pid} {}\n", ctx.epoch, now_ms()))?;
+                // "Kafka acknowledged" n.
+                let _ = acked_tx.send(n);
+            }
+        };
+        tokio::pin!(checkpoints);
+        let last = tokio::select! {
+            r = sends => r?,
+            r = &mut checkpoints => {
+                r?;
                 return Err(WorkError::SessionLost);
             }
-            n += 1;
-            self.emit(format!("OUT {} {n} {pid} {}\n", ctx.epoch, now_ms()))?;
-            // "Kafka acknowledged" n: report it; the writer throttles.
-            ctx.checkpoint.acked(&position(n)).await?;
-        }
+        };
+        // Graceful stop: record the last acknowledged count; the pipeline
+        // writes the final checkpoint after we return.
+        ctx.checkpoint.acked(&position(last)).await?;
         Ok(())
     }
 }

@@ -5,7 +5,8 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use binlog_bridge::coord::checkpoint::{self, Stored};
@@ -23,6 +24,116 @@ pub struct Line {
     pub n: u64,
     pub pid: u32,
     pub ms: u64,
+}
+
+/// Env var carrying the CLI arguments (JSON array) of a self-exec'd child.
+const CHILD_ARGS: &str = "BB_COORD_TEST_CHILD_ARGS";
+/// Line a self-exec'd child prints before its own output.
+const CHILD_MARKER: &str = "--- binlog-bridge child output ---";
+
+/// How to start a `binlog-bridge` process.
+///
+/// Normally the real binary (`CARGO_BIN_EXE_binlog-bridge`). But while
+/// several worktrees share one CARGO_TARGET_DIR, that path is overwritten by
+/// whichever worktree built last, so: hard-link it (a rebuild replaces the
+/// file, our link keeps the inode), check that the linked binary has this
+/// branch's hidden `heartbeat` command, and use the link. If it does not,
+/// fall back to re-executing this test binary as the CLI (see
+/// [`child_main`]: the same `Cli::parse` + `dispatch` that main.rs runs).
+enum Program {
+    Binary(PathBuf),
+    SelfExec(PathBuf),
+}
+
+fn program() -> &'static Program {
+    static P: OnceLock<Program> = OnceLock::new();
+    P.get_or_init(|| {
+        let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
+        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        // Links of test processes that are gone pin old binaries: remove them.
+        if let Ok(dir) = std::fs::read_dir(&tmp) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if let Some(pid) = name.strip_prefix("coord-bin-") {
+                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                        let _ = std::fs::remove_file(e.path());
+                    }
+                }
+            }
+        }
+        let link = tmp.join(format!("coord-bin-{}", std::process::id()));
+        let _ = std::fs::remove_file(&link);
+        let linked = std::fs::hard_link(&real, &link).is_ok();
+        let forced_self = std::env::var_os("BB_COORD_TEST_SELF_EXEC").is_some();
+        let ours = linked
+            && !forced_self
+            && Command::new(&link)
+                .args(["heartbeat", "--help"])
+                .output()
+                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--tick-ms"))
+                .unwrap_or(false);
+        if ours {
+            Program::Binary(link)
+        } else {
+            eprintln!(
+                "note: {} is not this branch's build (shared target dir); running the CLI through the test binary instead",
+                real.display()
+            );
+            Program::SelfExec(std::env::current_exe().expect("current_exe"))
+        }
+    })
+}
+
+fn command(args: &[String]) -> Command {
+    match program() {
+        Program::Binary(p) => {
+            let mut c = Command::new(p);
+            c.args(args);
+            c
+        }
+        Program::SelfExec(p) => {
+            let mut c = Command::new(p);
+            c.args([
+                "--exact",
+                "bridge_child_process",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ]);
+            c.env(
+                CHILD_ARGS,
+                serde_json::to_string(args).expect("args to JSON"),
+            );
+            c
+        }
+    }
+}
+
+/// Body of the `#[ignore]`d `bridge_child_process` test each test file
+/// declares: when started by [`command`], act as `binlog-bridge` (main.rs,
+/// verbatim) and exit with its code.
+pub fn child_main() {
+    use clap::Parser;
+    let Ok(args) = std::env::var(CHILD_ARGS) else {
+        return;
+    };
+    let args: Vec<String> = serde_json::from_str(&args).expect("child args JSON");
+    // The test harness printed "running 1 test" on stdout: mark where ours begins.
+    println!("{CHILD_MARKER}");
+    let cli = binlog_bridge::cli::Cli::parse_from(
+        std::iter::once("binlog-bridge".to_string()).chain(args),
+    );
+    binlog_bridge::telemetry::init(cli.log_format, &cli.log_level);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let code = rt.block_on(binlog_bridge::cli::dispatch(cli));
+    let n = (0..=255u8)
+        .find(|n| ExitCode::from(*n) == code)
+        .unwrap_or(1);
+    std::process::exit(i32::from(n));
 }
 
 pub struct Bridges {
@@ -167,13 +278,20 @@ impl Bridges {
 
     /// Run the binary's CLI against this pipeline.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
-            .arg("--config")
-            .arg(&self.config)
-            .args(args)
+        let mut all = vec![
+            "--config".to_string(),
+            self.config.to_string_lossy().into_owned(),
+        ];
+        all.extend(args.iter().map(|a| a.to_string()));
+        let mut out = command(&all)
             .env_remove("RUST_LOG")
             .output()
-            .expect("run binlog-bridge")
+            .expect("run binlog-bridge");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if let Some((_, rest)) = text.split_once(&format!("{CHILD_MARKER}\n")) {
+            out.stdout = rest.as_bytes().to_vec();
+        }
+        out
     }
 
     /// `status --json`, parsed.
@@ -197,6 +315,16 @@ impl Bridges {
 
 impl Drop for Bridges {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.procs.len() {
+                let log = self.log(i);
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- bridge {i} log (last 40 lines, newest first) ---");
+                for l in tail {
+                    eprintln!("{l}");
+                }
+            }
+        }
         for c in self.procs.iter_mut().flatten() {
             let _ = c.kill();
             let _ = c.wait();
