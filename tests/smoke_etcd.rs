@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::etcd::PrivateEtcd;
+use common::etcd::EtcdCluster;
 use etcd_client::Client;
 
 async fn client(ep: &str) -> Client {
@@ -47,7 +47,7 @@ async fn put_retrying(ep: &str, key: &str, value: &str, within: Duration) {
 
 #[tokio::test]
 async fn put_get_through_every_endpoint_survives_leader_kill() {
-    let mut cluster = PrivateEtcd::start();
+    let mut cluster = EtcdCluster::start(12500).await;
     let eps = cluster.endpoints();
 
     put_retrying(&eps[0], "/smoke/a", "1", Duration::from_secs(5)).await;
@@ -57,8 +57,9 @@ async fn put_get_through_every_endpoint_survives_leader_kill() {
 
     let leader = cluster
         .raft_leader()
+        .await
         .expect("the cluster has a raft leader");
-    cluster.kill(leader);
+    cluster.kill_member(leader);
     let alive: Vec<&String> = eps
         .iter()
         .enumerate()
@@ -91,8 +92,8 @@ async fn put_get_through_every_endpoint_survives_leader_kill() {
     }
 
     // The killed member rejoins and catches up.
-    cluster.restart(leader);
-    cluster.wait_healthy(Duration::from_secs(20));
+    cluster.start_member(leader);
+    cluster.wait_healthy(Duration::from_secs(20)).await;
     let start = Instant::now();
     loop {
         if get(&eps[leader], "/smoke/b").await.as_deref() == Some("2") {

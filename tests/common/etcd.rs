@@ -1,155 +1,193 @@
-//! A private 3-member etcd cluster on its own ports and data dirs, started
-//! with the same timing flags as the dev env (`--heartbeat-interval 50
-//! --election-timeout 500`), for tests that kill or stop members.
+//! A private 3-member etcd cluster for fault tests (kill the raft leader,
+//! stop two members), so the shared dev-env cluster is never disturbed.
+//!
+//! Members listen on 127.0.0.1, client port `base + 10*i`, peer port
+//! `base + 10*i + 1` (i = 0..3), data in a temp dir, flags as in
+//! scripts/dev-env.sh (`--heartbeat-interval 50 --election-timeout 500`).
+//! Every member is killed when the cluster is dropped. Pick a `base` no
+//! other test uses.
+#![allow(dead_code)]
 
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use super::{free_port, wait_port, ChildGuard};
+use etcd_client::Client;
 
-pub struct PrivateEtcd {
+/// The shared dev-env cluster (scripts/dev-env.sh up).
+pub const SHARED: [&str; 3] = ["127.0.0.1:2379", "127.0.0.1:3379", "127.0.0.1:4379"];
+
+pub struct EtcdCluster {
+    base: u16,
     dir: tempfile::TempDir,
-    client_ports: [u16; 3],
-    peer_ports: [u16; 3],
-    members: Vec<ChildGuard>,
+    members: Vec<Option<Child>>,
 }
 
-impl PrivateEtcd {
-    pub fn start() -> PrivateEtcd {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let client_ports = [free_port(), free_port(), free_port()];
-        let peer_ports = [free_port(), free_port(), free_port()];
-        let mut c = PrivateEtcd {
+impl EtcdCluster {
+    /// Start three members and wait until the cluster answers writes.
+    pub async fn start(base: u16) -> EtcdCluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut c = EtcdCluster {
+            base,
             dir,
-            client_ports,
-            peer_ports,
-            members: Vec::new(),
+            members: vec![None, None, None],
         };
         for i in 0..3 {
-            let g = c.spawn(i);
-            c.members.push(g);
+            c.start_member(i);
         }
-        for p in client_ports {
-            wait_port(p, Duration::from_secs(20));
-        }
-        c.wait_healthy(Duration::from_secs(20));
+        c.wait_healthy(Duration::from_secs(20)).await;
         c
     }
 
-    pub fn endpoints(&self) -> Vec<String> {
-        self.client_ports
-            .iter()
-            .map(|p| format!("127.0.0.1:{p}"))
-            .collect()
+    pub fn client_port(&self, i: usize) -> u16 {
+        self.base + 10 * i as u16
+    }
+
+    fn peer_port(&self, i: usize) -> u16 {
+        self.base + 10 * i as u16 + 1
     }
 
     pub fn endpoint(&self, i: usize) -> String {
-        format!("127.0.0.1:{}", self.client_ports[i])
+        format!("127.0.0.1:{}", self.client_port(i))
     }
 
-    fn cluster(&self) -> String {
-        (0..3)
-            .map(|i| format!("m{i}=http://127.0.0.1:{}", self.peer_ports[i]))
-            .collect::<Vec<_>>()
-            .join(",")
+    pub fn endpoints(&self) -> Vec<String> {
+        (0..3).map(|i| self.endpoint(i)).collect()
     }
 
-    fn spawn(&self, i: usize) -> ChildGuard {
+    /// (Re)start member `i` (state `existing` if its data dir is there).
+    pub fn start_member(&mut self, i: usize) {
+        assert!(self.members[i].is_none(), "member {i} already running");
+        let cluster: Vec<String> = (0..3)
+            .map(|j| format!("m{j}=http://127.0.0.1:{}", self.peer_port(j)))
+            .collect();
         let data = self.dir.path().join(format!("m{i}"));
         let state = if data.join("member").exists() {
             "existing"
         } else {
             "new"
         };
-        let client = format!("http://127.0.0.1:{}", self.client_ports[i]);
-        let peer = format!("http://127.0.0.1:{}", self.peer_ports[i]);
-        let log =
-            std::fs::File::create(self.dir.path().join(format!("m{i}.log"))).expect("etcd log");
+        let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))
+            .expect("etcd log file");
         let child = Command::new("etcd")
-            .args(["--name", &format!("m{i}")])
-            .arg("--data-dir")
-            .arg(&data)
             .args([
+                "--name",
+                &format!("m{i}"),
+                "--data-dir",
+                &data.to_string_lossy(),
                 "--listen-client-urls",
-                &client,
+                &format!("http://127.0.0.1:{}", self.client_port(i)),
                 "--advertise-client-urls",
-                &client,
-            ])
-            .args([
+                &format!("http://127.0.0.1:{}", self.client_port(i)),
                 "--listen-peer-urls",
-                &peer,
+                &format!("http://127.0.0.1:{}", self.peer_port(i)),
                 "--initial-advertise-peer-urls",
-                &peer,
+                &format!("http://127.0.0.1:{}", self.peer_port(i)),
+                "--initial-cluster",
+                &cluster.join(","),
+                "--initial-cluster-state",
+                state,
+                "--initial-cluster-token",
+                &format!("bbtest-{}", self.base),
+                "--heartbeat-interval",
+                "50",
+                "--election-timeout",
+                "500",
             ])
-            .args(["--initial-cluster", &self.cluster()])
-            .args(["--initial-cluster-state", state])
-            .args(["--heartbeat-interval", "50", "--election-timeout", "500"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn etcd (install etcd-server: scripts/dev-env.sh install)");
-        ChildGuard(Some(child))
+            .expect("etcd must be installed (scripts/dev-env.sh install)");
+        self.members[i] = Some(child);
     }
 
-    /// kill -9 member `i`.
-    pub fn kill(&mut self, i: usize) {
-        self.members[i].kill();
+    /// SIGKILL member `i` and reap it.
+    pub fn kill_member(&mut self, i: usize) {
+        if let Some(mut child) = self.members[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 
-    /// Start member `i` again with its data.
-    pub fn restart(&mut self, i: usize) {
-        self.members[i].kill();
-        let g = self.spawn(i);
-        self.members[i] = g;
-        wait_port(self.client_ports[i], Duration::from_secs(20));
-    }
-
-    /// Index of the member that is raft leader, asked through etcdctl.
-    pub fn raft_leader(&self) -> Option<usize> {
+    /// Index of the raft leader, asking each running member.
+    pub async fn raft_leader(&self) -> Option<usize> {
         for i in 0..3 {
-            let out = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args([
-                    "--endpoints",
-                    &self.endpoint(i),
-                    "endpoint",
-                    "status",
-                    "-w",
-                    "json",
-                ])
-                .output()
-                .ok()?;
-            let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
-            let st = &v[0]["Status"];
-            let (Some(leader), Some(me)) =
-                (st["leader"].as_u64(), st["header"]["member_id"].as_u64())
+            if self.members[i].is_none() {
+                continue;
+            }
+            let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                Client::connect([self.endpoint(i)], None),
+            )
+            .await
             else {
                 continue;
             };
-            if leader == me {
-                return Some(i);
+            if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(1), c.status()).await {
+                let me = s.header().map(|h| h.member_id()).unwrap_or(0);
+                if s.leader() != 0 && s.leader() == me {
+                    return Some(i);
+                }
             }
         }
         None
     }
 
-    pub fn wait_healthy(&self, timeout: Duration) {
+    /// Wait until a put through all endpoints succeeds.
+    pub async fn wait_healthy(&self, within: Duration) {
         let start = Instant::now();
-        let eps = self.endpoints().join(",");
-        while start.elapsed() < timeout {
-            let ok = Command::new("etcdctl")
-                .env("ETCDCTL_API", "3")
-                .args(["--endpoints", &eps, "endpoint", "health"])
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false);
-            if ok {
-                return;
+        while start.elapsed() < within {
+            if let Ok(Ok(mut c)) = tokio::time::timeout(
+                Duration::from_secs(1),
+                Client::connect(self.endpoints(), None),
+            )
+            .await
+            {
+                if let Ok(Ok(_)) =
+                    tokio::time::timeout(Duration::from_secs(1), c.put("/health", "ok", None)).await
+                {
+                    return;
+                }
             }
-            std::thread::sleep(Duration::from_millis(100));
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        panic!("private etcd cluster not healthy after {timeout:?}");
+        panic!(
+            "private etcd cluster on base port {} not healthy within {within:?}; logs in {}",
+            self.base,
+            self.dir.path().display()
+        );
     }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..3 {
+            self.kill_member(i);
+        }
+    }
+}
+
+/// A client for the shared dev-env cluster; panics (fails the test) if it is
+/// not reachable: these tests need a real etcd.
+pub async fn shared_client() -> Client {
+    let mut c = tokio::time::timeout(Duration::from_secs(5), Client::connect(SHARED, None))
+        .await
+        .expect("etcd connect timed out: start it with scripts/dev-env.sh up")
+        .expect("etcd unreachable: start it with scripts/dev-env.sh up");
+    tokio::time::timeout(Duration::from_secs(5), c.get("/bbtest-ping", None))
+        .await
+        .expect("etcd did not answer: start it with scripts/dev-env.sh up")
+        .expect("etcd refused a read: start it with scripts/dev-env.sh up");
+    c
+}
+
+/// A unique prefix per test run on the shared cluster.
+pub fn unique_prefix(test: &str) -> String {
+    format!(
+        "/bbtest/{test}-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0)
+    )
 }

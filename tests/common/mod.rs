@@ -7,6 +7,7 @@
 //! service it cannot reach fails, it does not pass silently.
 #![allow(dead_code)]
 
+pub mod bridge;
 pub mod broker;
 pub mod etcd;
 
