@@ -13,3 +13,4 @@ pub mod event;
 pub mod telemetry;
 pub mod check;
 pub mod source;
+pub mod sink;

@@ -1,0 +1,2 @@
+//! The Kafka sink (placeholder while formats are built).
+pub mod format;
