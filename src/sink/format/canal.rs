@@ -48,7 +48,7 @@
 //! fails on DDL types other than CREATE, which is why DDL never goes to row
 //! topics.)
 
-use super::json::JsonWriter;
+use super::json::{float_text, JsonWriter};
 use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FormatError};
 use crate::event::{Column, ColumnKind, Op, RowChange, SchemaChange, TableSchema, TxnInfo, Value};
 
@@ -272,8 +272,8 @@ pub(crate) fn write_value(w: &mut JsonWriter, v: &Value) {
         Value::Null => w.null(),
         Value::Int(n) => w.string(&n.to_string()),
         Value::UInt(n) => w.string(&n.to_string()),
-        Value::Float(x) => w.string(&x.to_string()),
-        Value::Double(x) => w.string(&x.to_string()),
+        Value::Float(x) => w.string(&float_text(*x, f64::from(x.abs()))),
+        Value::Double(x) => w.string(&float_text(*x, x.abs())),
         Value::Decimal(s) | Value::String(s) | Value::Enum(s) | Value::Json(s) => w.string(s),
         Value::Bytes(b) | Value::Geometry(b) => w.string(&super::base64(b)),
         Value::Bit { value, .. } => w.string(&value.to_string()),

@@ -93,9 +93,8 @@ impl JsonWriter {
     /// (which MySQL cannot store) become `null`.
     pub(crate) fn f64(&mut self, x: f64) {
         if x.is_finite() {
-            self.sep();
-            let _ = write!(self.buf, "{x}");
-            self.comma = true;
+            let text = float_text(x, x.abs());
+            self.raw(&text);
         } else {
             self.null();
         }
@@ -105,9 +104,8 @@ impl JsonWriter {
     /// FLOAT 0.1 prints as `0.1`, not `0.10000000149011612`).
     pub(crate) fn f32(&mut self, x: f32) {
         if x.is_finite() {
-            self.sep();
-            let _ = write!(self.buf, "{x}");
-            self.comma = true;
+            let text = float_text(x, f64::from(x.abs()));
+            self.raw(&text);
         } else {
             self.null();
         }
@@ -128,6 +126,17 @@ impl JsonWriter {
         self.sep();
         self.buf.extend_from_slice(s.as_bytes());
         self.comma = true;
+    }
+}
+
+/// Shortest round-trip text of a finite float, plain for everyday
+/// magnitudes and in exponent form (`-1.5e300`, `1e-7`) outside
+/// 1e-5..1e16, so huge DOUBLEs do not print 300 digits. Valid JSON either way.
+pub(crate) fn float_text<T: std::fmt::Display + std::fmt::LowerExp>(x: T, abs: f64) -> String {
+    if abs == 0.0 || (1e-5..1e16).contains(&abs) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
     }
 }
 
@@ -213,6 +222,8 @@ mod tests {
         w.u64(u64::MAX);
         w.f32(0.1);
         w.f64(f64::NAN);
+        w.f64(-1.5e300);
+        w.f32(1e-7);
         w.number_text("-12.340");
         w.number_text("01");
         w.end_array();
@@ -223,7 +234,7 @@ mod tests {
         let text = String::from_utf8(w.into_bytes()).unwrap();
         assert_eq!(
             text,
-            r#"{"a\"b":"line\nbreak\u0001\\","n":[-1,18446744073709551615,0.1,null,-12.340,"01"],"o":{}}"#
+            r#"{"a\"b":"line\nbreak\u0001\\","n":[-1,18446744073709551615,0.1,null,-1.5e300,1e-7,-12.340,"01"],"o":{}}"#
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["a\"b"], "line\nbreak\u{1}\\");
