@@ -29,7 +29,14 @@ fn row_events() -> Vec<(binlog_bridge::event::ChangeEvent, bool)> {
     let s = txn("0-1-43", 1_709_214_320_000, 503);
     vec![
         (
-            row_event(&t, Op::Insert, None, Some(all_types_row(1, false)), &a, pos("binlog.000003", 1000, 0)),
+            row_event(
+                &t,
+                Op::Insert,
+                None,
+                Some(all_types_row(1, false)),
+                &a,
+                pos("binlog.000003", 1000, 0),
+            ),
             false,
         ),
         (
@@ -44,11 +51,25 @@ fn row_events() -> Vec<(binlog_bridge::event::ChangeEvent, bool)> {
             true,
         ),
         (
-            row_event(&t, Op::Delete, Some(all_types_row(1, true)), None, &b, pos("binlog.000003", 2000, 0)),
+            row_event(
+                &t,
+                Op::Delete,
+                Some(all_types_row(1, true)),
+                None,
+                &b,
+                pos("binlog.000003", 2000, 0),
+            ),
             true,
         ),
         (
-            row_event(&t, Op::Read, None, Some(all_types_row(2, false)), &s, pos("binlog.000003", 3000, 0)),
+            row_event(
+                &t,
+                Op::Read,
+                None,
+                Some(all_types_row(2, false)),
+                &s,
+                pos("binlog.000003", 3000, 0),
+            ),
             true,
         ),
     ]
@@ -125,16 +146,26 @@ fn golden(name: &str, lines: &[String]) {
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!("{}: {e}; generate with BINLOG_BRIDGE_UPDATE_GOLDEN=1", path.display())
+        panic!(
+            "{}: {e}; generate with BINLOG_BRIDGE_UPDATE_GOLDEN=1",
+            path.display()
+        )
     });
     for (i, (got, exp)) in text.lines().zip(want.lines()).enumerate() {
         assert_eq!(got, exp, "{name} line {} differs", i + 1);
     }
-    assert_eq!(text.lines().count(), want.lines().count(), "{name}: line count");
+    assert_eq!(
+        text.lines().count(),
+        want.lines().count(),
+        "{name}: line count"
+    );
 }
 
 fn parse(lines: &[String]) -> Vec<J> {
-    lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect()
+    lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn keys_of(v: &J) -> Vec<String> {
@@ -161,7 +192,10 @@ fn debezium_golden() {
     assert_eq!(after["b1"], true);
     assert_eq!(after["dt"], "2024-02-29");
     assert!(after["dz"].is_null(), "nullable zero date -> null");
-    assert_eq!(after["dtz"], "1970-01-01 00:00:00", "NOT NULL zero -> epoch");
+    assert_eq!(
+        after["dtz"], "1970-01-01 00:00:00",
+        "NOT NULL zero -> epoch"
+    );
     assert_eq!(after["tm"], "-838:59:58.12");
     assert_eq!(after["ts"], "2024-02-29 13:45:00.000005");
     assert_eq!(after["bl"], "YmxvYgBkYXRh");
@@ -227,7 +261,10 @@ fn canal_golden() {
     assert!(old["n"].is_null());
     assert_eq!(old["dec"], "-1234.5600");
     assert_eq!(rows[1]["data"][0]["n"], "7");
-    assert_eq!(rows[2]["data"][0]["vc"], "new \"quoted\" ✓", "DELETE carries the deleted row");
+    assert_eq!(
+        rows[2]["data"][0]["vc"], "new \"quoted\" ✓",
+        "DELETE carries the deleted row"
+    );
     assert_eq!(rows[0]["sqlType"]["biu"], 3);
     assert_eq!(rows[0]["sqlType"]["id"], 4);
     assert_eq!(rows[0]["mysqlType"]["dec"], "decimal(10,4)");
@@ -236,7 +273,9 @@ fn canal_golden() {
     let ddl = parse(&out.ddl);
     let types: Vec<&str> = ddl.iter().map(|r| r["type"].as_str().unwrap()).collect();
     assert_eq!(types, ["ALTER", "QUERY", "ERASE", "QUERY"]);
-    assert!(ddl.iter().all(|d| d["isDdl"] == true && d["data"].is_null()));
+    assert!(ddl
+        .iter()
+        .all(|d| d["isDdl"] == true && d["data"].is_null()));
     assert_eq!(ddl[2]["table"], "old_orders");
 }
 
@@ -258,7 +297,11 @@ fn maxwell_golden() {
     assert_eq!(rows[0]["ts"], 1_709_214_300u64);
     let data = &rows[0]["data"];
     assert_eq!(data["biu"].to_string(), "18446744073709551615");
-    assert_eq!(data["dec"].to_string(), "-1234.5600", "exact DECIMAL number");
+    assert_eq!(
+        data["dec"].to_string(),
+        "-1234.5600",
+        "exact DECIMAL number"
+    );
     assert_eq!(data["s"], serde_json::json!(["a", "c"]));
     assert_eq!(data["b12"], 0xABC);
     assert_eq!(data["dz"], "0000-00-00");
@@ -267,5 +310,9 @@ fn maxwell_golden() {
     assert_eq!(rows[2]["data"]["id"], 1);
     let ddl = parse(&out.ddl);
     let types: Vec<&str> = ddl.iter().map(|r| r["type"].as_str().unwrap()).collect();
-    assert_eq!(types, ["table-alter", "database-create", "table-drop"], "views produce no Maxwell DDL");
+    assert_eq!(
+        types,
+        ["table-alter", "database-create", "table-drop"],
+        "views produce no Maxwell DDL"
+    );
 }

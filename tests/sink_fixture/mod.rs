@@ -89,7 +89,11 @@ pub fn all_types_row(id: i64, variant: bool) -> Vec<Value> {
         Value::UInt(u64::MAX),
         Value::Float(0.1),
         Value::Double(-1.5e300),
-        Value::Decimal(if variant { "1.0000".into() } else { "-1234.5600".into() }),
+        Value::Decimal(if variant {
+            "1.0000".into()
+        } else {
+            "-1234.5600".into()
+        }),
         Value::Bit { bits: 1, value: 1 },
         Value::Bit {
             bits: 12,

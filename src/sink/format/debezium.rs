@@ -50,7 +50,9 @@
 
 use super::json::JsonWriter;
 use super::{need_after, need_before, DdlTarget, EncodeContext, FormatError};
-use crate::event::{Column, ColumnKind, Op, Position, RowChange, SchemaChange, TableSchema, TxnInfo, Value};
+use crate::event::{
+    Column, ColumnKind, Op, Position, RowChange, SchemaChange, TableSchema, TxnInfo, Value,
+};
 
 const VERSION: &str = concat!("binlog-bridge ", env!("CARGO_PKG_VERSION"));
 
@@ -119,7 +121,15 @@ pub(crate) fn encode_ddl(
     w.begin_object();
     w.key("source");
     let table = (!target.table.is_empty()).then_some(target.table.as_str());
-    write_source(&mut w, ctx.pipeline, txn, pos, &target.database, table, false);
+    write_source(
+        &mut w,
+        ctx.pipeline,
+        txn,
+        pos,
+        &target.database,
+        table,
+        false,
+    );
     w.key("ts_ms");
     w.u64(ctx.now_ms);
     w.key("databaseName");
@@ -268,10 +278,7 @@ fn zero_temporal(w: &mut JsonWriter, col: &Column, epoch: &str) {
 /// MySQL stores geometry as a 4-byte little-endian SRID then WKB.
 fn split_geometry(g: &[u8]) -> (Option<u32>, &[u8]) {
     match g.get(..4) {
-        Some(s) if g.len() > 4 => (
-            Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]])),
-            &g[4..],
-        ),
+        Some(s) if g.len() > 4 => (Some(u32::from_le_bytes([s[0], s[1], s[2], s[3]])), &g[4..]),
         _ => (None, g),
     }
 }

@@ -12,8 +12,8 @@
 //! [`ColumnKind`]: crate::event::ColumnKind
 
 pub mod canal;
-pub mod debezium;
 mod ddl;
+pub mod debezium;
 pub(crate) mod json;
 pub mod maxwell;
 
@@ -151,11 +151,13 @@ pub(crate) fn need_before(row: &RowChange) -> Result<&[Value], FormatError> {
 
 /// The after image, required for inserts, reads and updates.
 pub(crate) fn need_after(row: &RowChange) -> Result<&[Value], FormatError> {
-    row.after.as_deref().ok_or_else(|| FormatError::MissingImage {
-        table: qualified(&row.table),
-        op: op_name(row.op),
-        image: "after",
-    })
+    row.after
+        .as_deref()
+        .ok_or_else(|| FormatError::MissingImage {
+            table: qualified(&row.table),
+            op: op_name(row.op),
+            image: "after",
+        })
 }
 
 /// A DATE with a zero year, month or day: MySQL accepts it, Flink's DATE
