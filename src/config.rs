@@ -683,6 +683,12 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
             errs.push(format!("{key} = {template:?} {why}"));
         }
     }
+    if k.topic == k.schema_topic {
+        errs.push(format!(
+            "kafka.schema_topic = {:?} is the same as kafka.topic; schema changes must not be mixed into row topics (Flink's readers fail on them), e.g. \"{{pipeline}}.schema-changes\"",
+            k.schema_topic
+        ));
+    }
     if k.partitions < 1 {
         errs.push(format!(
             "kafka.partitions = {} must be 1 or more",

@@ -323,12 +323,18 @@ async fn key_change_is_sent_as_delete_of_old_key_then_insert_of_new_key() {
         Some(all_types_row(1, false)),
         Some(all_types_row(2, false)),
         &tx,
-        pos("binlog.000003", 4, 0),
+        binlog_bridge::event::Position {
+            gtid: Some("0-1-5".into()),
+            ..pos("binlog.000003", 4, 0)
+        },
     );
     sink.send(&ev).await.unwrap();
     assert_eq!(
         sink.flush(Duration::from_secs(30)).await.unwrap(),
-        Some(pos("binlog.000003", 4, 1))
+        Some(binlog_bridge::event::Position {
+            gtid: Some("0-1-5".into()),
+            ..pos("binlog.000003", 4, 1)
+        })
     );
     let mut got = consume(&format!("{prefix}.shop.rekey"), 2);
     got.sort_by_key(|g| g.value["op"].as_str().unwrap() == "c");
@@ -336,6 +342,10 @@ async fn key_change_is_sent_as_delete_of_old_key_then_insert_of_new_key() {
     assert_eq!(got[0].key.as_deref(), Some(r#"{"id":1}"#));
     assert_eq!(got[1].value["op"], "c");
     assert_eq!(got[1].key.as_deref(), Some(r#"{"id":2}"#));
+    for g in &got {
+        assert_eq!(g.headers["bb.position"], "binlog.000003:4");
+        assert_eq!(g.headers["bb.gtid-state"], "0-1-5");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -347,3 +347,12 @@ fn kafka_sink_keys_out_of_range_are_refused_with_the_range() {
         .to_string();
     assert!(e.contains("compression") && e.contains("lz4"), "{e}");
 }
+
+#[test]
+fn schema_topic_equal_to_row_topic_is_refused() {
+    let text = format!("{MINIMAL}\n[kafka]\ntopic = \"cdc\"\nschema_topic = \"cdc\"\n");
+    assert_eq!(
+        invalid(&text),
+        ["kafka.schema_topic = \"cdc\" is the same as kafka.topic; schema changes must not be mixed into row topics (Flink's readers fail on them), e.g. \"{pipeline}.schema-changes\""]
+    );
+}

@@ -67,12 +67,26 @@ pub fn glob(pattern: &str, text: &str) -> bool {
     p[pi..].iter().all(|&c| c == '*')
 }
 
-/// Replace `{db}`, `{table}` and `{pipeline}` in a topic template.
+/// Replace `{db}`, `{table}` and `{pipeline}` in a topic template. Characters
+/// Kafka does not allow in topic names (anything but ASCII letters, digits,
+/// `.`, `_`, `-`) in the substituted names become `_`, as Debezium does.
 pub fn render_topic(template: &str, db: &str, table: &str, pipeline: &str) -> String {
     template
-        .replace("{db}", db)
-        .replace("{table}", table)
-        .replace("{pipeline}", pipeline)
+        .replace("{db}", &topic_safe(db))
+        .replace("{table}", &topic_safe(table))
+        .replace("{pipeline}", &topic_safe(pipeline))
+}
+
+fn topic_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 /// How a table's messages are keyed.
@@ -259,6 +273,15 @@ mod tests {
         let all = TableFilter::new(&[], &["*.audit".into()]);
         assert!(all.allows("x", "y"));
         assert!(!all.allows("x", "audit"));
+    }
+
+    #[test]
+    fn topic_names_replace_characters_kafka_refuses() {
+        assert_eq!(
+            render_topic("{pipeline}.{db}.{table}", "my db", "Grüße$1", "p"),
+            "p.my_db.Gr__e_1"
+        );
+        assert_eq!(render_topic("all-changes", "a", "b", "p"), "all-changes");
     }
 
     #[test]
