@@ -431,3 +431,38 @@ async fn unreachable_broker_is_a_clear_error() {
     let text = e.to_string();
     assert!(text.contains("cannot reach Kafka at 127.0.0.1:1"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_handed_to_the_producer_after_the_deadline() {
+    let prefix = unique("sinktest-deadline");
+    let cfg = config(&prefix, Format::Debezium);
+    let t = all_types_table("shop", "gated");
+    let tx = txn("0-1-1", 1_700_000_000_000, 1);
+    let mut sink = KafkaSink::new(&cfg, "demo", 1).await.unwrap();
+    let ev = |i: i64| {
+        row_event(
+            &t,
+            Op::Insert,
+            None,
+            Some(all_types_row(i, false)),
+            &tx,
+            pos("binlog.000006", 4, i as u64),
+        )
+    };
+    sink.set_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
+    sink.send(&ev(0)).await.unwrap();
+    assert_eq!(
+        sink.flush(Duration::from_secs(30)).await.unwrap(),
+        Some(pos("binlog.000006", 4, 1))
+    );
+    sink.set_deadline(Some(tokio::time::Instant::now()));
+    let e = sink.send(&ev(1)).await.unwrap_err();
+    assert!(matches!(e, SinkError::DeadlinePassed), "{e}");
+    assert!(matches!(
+        sink.send(&ev(2)).await.unwrap_err(),
+        SinkError::Stopped(_)
+    ));
+    assert_eq!(sink.acked_position(), Some(pos("binlog.000006", 4, 1)));
+    let got = consume(&format!("{prefix}.shop.gated"), 1);
+    assert_eq!(got[0].value["after"]["id"], 0);
+}

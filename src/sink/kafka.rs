@@ -10,6 +10,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use tokio::time::Instant;
+
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::DeliveryFuture;
@@ -60,6 +62,8 @@ pub struct KafkaSink {
     /// Maxwell: the last row seen, sent once the next event shows whether it ends its transaction.
     held: Option<ChangeEvent>,
     stopped: Option<String>,
+    /// Lease-gated output: no message is handed to the producer at or after this instant.
+    deadline: Option<Instant>,
 }
 
 impl KafkaSink {
@@ -89,6 +93,7 @@ impl KafkaSink {
                 .max(1),
             held: None,
             stopped: None,
+            deadline: None,
         })
     }
 
@@ -165,6 +170,14 @@ impl KafkaSink {
         if self.stopped.is_none() {
             self.stopped = Some("aborted: unacknowledged messages were purged".into());
         }
+    }
+
+    /// Gate output on a deadline (the leader's local lease deadline, on the
+    /// monotonic clock): it is checked right before every hand-off to the
+    /// producer; once passed, the sink purges what is unacknowledged, stops,
+    /// and `send` returns [`SinkError::DeadlinePassed`]. `None` removes the gate.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
     }
 
     /// Topics written so far (the set a takeover must inspect).
@@ -266,6 +279,13 @@ impl KafkaSink {
         while self.tracker.in_flight() >= self.window {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
+            }
+        }
+        if let Some(d) = self.deadline {
+            if Instant::now() >= d {
+                self.abort();
+                self.stopped = Some("the send deadline (lease) passed".into());
+                return Err(SinkError::DeadlinePassed);
             }
         }
         loop {

@@ -11,6 +11,7 @@
 //! sink.poll_acks()?;                   // drain finished deliveries without sending (same value, or the delivery error)
 //! sink.flush(timeout).await?;          // wait for every delivery; returns the acknowledged position
 //! sink.abort();                        // purge queued/in-flight messages; the sink is finished afterwards
+//! sink.set_deadline(Some(instant));    // lease gate: no hand-off to the producer at/after `instant`
 //! ```
 //!
 //! **Checkpoint rule**: the only position that may be checkpointed is
@@ -95,6 +96,8 @@ pub enum SinkError {
         "flush timed out after {0:?} with {1} messages unacknowledged; is the broker reachable?"
     )]
     FlushTimeout(std::time::Duration, usize),
+    #[error("the send deadline (leader lease) passed; unacknowledged messages were purged and output stopped — step down and let the next leader resume from the checkpoint")]
+    DeadlinePassed,
     #[error("internal error: {0}")]
     Internal(String),
 }
