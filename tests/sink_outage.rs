@@ -296,3 +296,25 @@ async fn abort_purges_unacknowledged_messages_and_keeps_the_position() {
     let ids = consume_ids(&broker.brokers(), "outage.shop.outage", 1);
     assert_eq!(ids, [0], "purged messages were not delivered");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_send_stops_the_sink() {
+    let mut broker = PrivateBroker::start();
+    let mut sink = KafkaSink::new(&config(&broker.brokers(), 1), "demo", 3)
+        .await
+        .unwrap();
+    for ev in row_and_commit(0) {
+        sink.send(&ev).await.unwrap();
+    }
+    let acked_before = sink.flush(Duration::from_secs(30)).await.unwrap();
+    broker.kill();
+    sink.send(&row_and_commit(1)[0]).await.unwrap();
+    // The window (1 message) is full and the broker is down: this send waits...
+    let cancelled =
+        tokio::time::timeout(Duration::from_millis(500), sink.send(&row_and_commit(2)[0])).await;
+    assert!(cancelled.is_err(), "send should block on the full window");
+    // ... and was dropped: the sink must not continue as if nothing happened.
+    let e = sink.send(&row_and_commit(3)[0]).await.unwrap_err();
+    assert!(e.to_string().contains("cancelled"), "{e}");
+    assert_eq!(sink.acked_position(), acked_before);
+}

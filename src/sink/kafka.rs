@@ -64,6 +64,9 @@ pub struct KafkaSink {
     stopped: Option<String>,
     /// Lease-gated output: no message is handed to the producer at or after this instant.
     deadline: Option<Instant>,
+    /// A `send` is under way; still set at the next call means the previous
+    /// `send` future was dropped mid-way (cancelled), so an event may be half sent.
+    in_send: bool,
 }
 
 impl KafkaSink {
@@ -94,6 +97,7 @@ impl KafkaSink {
             held: None,
             stopped: None,
             deadline: None,
+            in_send: false,
         })
     }
 
@@ -108,8 +112,22 @@ impl KafkaSink {
     /// the producer; waits first while `max_in_flight` messages are
     /// unacknowledged (backpressure). A delivery error of an earlier message
     /// is returned here and stops the sink.
+    ///
+    /// Not cancel-safe: if a `send` future is dropped before it completes,
+    /// the event may be half sent, so the sink stops and every later call
+    /// returns [`SinkError::Stopped`]; resume from [`Self::acked_position`].
     pub async fn send(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
+        if self.in_send && self.stopped.is_none() {
+            self.stopped = Some("a previous send was cancelled before it completed".into());
+        }
         self.check()?;
+        self.in_send = true;
+        let r = self.send_inner(ev).await;
+        self.in_send = false;
+        r
+    }
+
+    async fn send_inner(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
         if self.format == Format::Maxwell {
             let held = self.held.take();
             match (&ev.kind, held) {
