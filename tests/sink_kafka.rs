@@ -102,7 +102,12 @@ pub fn consume(topic: &str, want: usize) -> Vec<Got> {
 /// insert id 1, update id 1 (commit), delete id 1 (commit), plus a DDL.
 fn script() -> Vec<ChangeEvent> {
     let t = all_types_table("shop", "items");
-    let a = txn("0-1-10", 1_700_000_000_000, 10);
+    // As the source does: rows carry no XID, the Commit event does.
+    let a = std::sync::Arc::new(binlog_bridge::event::TxnInfo {
+        xid: None,
+        ..(*txn("0-1-10", 1_700_000_000_000, 10)).clone()
+    });
+    let a_commit = txn("0-1-10", 1_700_000_000_000, 10);
     let b = txn("0-1-11", 1_700_000_001_000, 11);
     let d = txn("0-1-12", 1_700_000_002_000, 0);
     vec![
@@ -122,7 +127,7 @@ fn script() -> Vec<ChangeEvent> {
             &a,
             pos("binlog.000001", 100, 1),
         ),
-        commit_event(&a, pos("binlog.000001", 900, 0)),
+        commit_event(&a_commit, pos("binlog.000001", 900, 0)),
         ddl_event(
             "shop",
             "ALTER TABLE items ADD COLUMN z INT",
@@ -234,6 +239,12 @@ async fn maxwell_round_trip_through_the_broker() {
     let commits: Vec<bool> = rows.iter().map(|g| g.value["commit"] == true).collect();
     assert_eq!(commits, [false, true, true]);
     assert_eq!(rows[0].value["xoffset"], 0);
+    assert!(
+        rows[0].value.get("xid").is_none(),
+        "XID unknown before the commit"
+    );
+    assert_eq!(rows[1].value["xid"], 10, "the commit row carries the XID");
+    assert_eq!(rows[2].value["xid"], 11);
     assert_eq!(rows[1].value["old"]["vc"], "Grüße, \"world\"\n");
     assert_eq!(rows[2].value["data"]["id"], 1);
     assert_eq!(ddl[0].value["type"], "table-alter");

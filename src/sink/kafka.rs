@@ -138,7 +138,14 @@ impl KafkaSink {
                     self.held = Some(ev.clone());
                     return Ok(());
                 }
-                (EventKind::Commit, Some(prev)) => self.emit(&prev, true).await?,
+                (EventKind::Commit, Some(mut prev)) => {
+                    // The source learns the XID at commit: give it to the
+                    // transaction's last row (Maxwell prints `xid` with `commit`).
+                    if prev.txn.xid.is_none() && ev.txn.xid.is_some() {
+                        prev.txn = ev.txn.clone();
+                    }
+                    self.emit(&prev, true).await?
+                }
                 (EventKind::Schema(_), Some(prev)) => self.emit(&prev, false).await?,
                 (_, None) => {}
             }

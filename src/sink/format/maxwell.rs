@@ -14,9 +14,12 @@
 //! - `old`: for `update` only, the **changed** columns with their previous
 //!   values (a column that was NULL appears as `null`, which Flink's reader
 //!   takes as "unchanged": a Maxwell-format limitation).
-//! - `xid`: the commit's XID (left out when the source has none, e.g. for
-//!   non-transactional engines); `commit: true` marks the last row of a
-//!   transaction, the other rows carry `xoffset` (their index in it).
+//! - `xid`: the commit's XID. The binlog gives it only at the commit, and
+//!   rows are not buffered until then, so it is on the last row (the one
+//!   with `commit: true`) and on earlier rows only if the source already
+//!   knew it; left out when there is none (non-transactional engines).
+//!   `commit: true` marks the last row of a transaction, the other rows
+//!   carry `xoffset` (their index in it).
 //! - `position`: the source position of the transaction (`FILE:OFFSET`).
 //!
 //! Value mapping (Maxwell's own types):
