@@ -17,29 +17,27 @@ use super::SinkError;
 
 /// `[mysql] include/exclude` as a predicate on `db.table`.
 ///
-/// Patterns are `DB.TABLE` where either part may use `*` (any run of
-/// characters), e.g. `shop.*`, `*.orders`, `shop.order_*`. An empty include
-/// list includes everything; exclude wins over include.
+/// Patterns are matched against the whole `db.table` name, `*` matching any
+/// run of characters (the same rule as the source's filter), e.g. `shop.*`,
+/// `*.orders`, `shop.order_*`. An empty include list includes everything;
+/// exclude wins over include. Evaluated once per table (routes are cached).
 #[derive(Debug, Clone, Default)]
 pub struct TableFilter {
-    include: Vec<(String, String)>,
-    exclude: Vec<(String, String)>,
+    include: Vec<String>,
+    exclude: Vec<String>,
 }
 
 impl TableFilter {
     pub fn new(include: &[String], exclude: &[String]) -> Self {
-        let split = |p: &String| match p.split_once('.') {
-            Some((d, t)) => (d.to_string(), t.to_string()),
-            None => (p.clone(), "*".to_string()),
-        };
         TableFilter {
-            include: include.iter().map(split).collect(),
-            exclude: exclude.iter().map(split).collect(),
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
         }
     }
 
     pub fn allows(&self, db: &str, table: &str) -> bool {
-        let hit = |(d, t): &(String, String)| glob(d, db) && glob(t, table);
+        let name = format!("{db}.{table}");
+        let hit = |p: &String| glob(p, &name);
         (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
     }
 }
@@ -270,6 +268,8 @@ mod tests {
         assert!(f.allows("crm", "customers"));
         assert!(!f.allows("crm", "leads"));
         assert!(!f.allows("shop", "tmp_import"));
+        let suffix = TableFilter::new(&["*orders".into()], &[]);
+        assert!(suffix.allows("shop", "orders") && !suffix.allows("shop", "items"));
         let all = TableFilter::new(&[], &["*.audit".into()]);
         assert!(all.allows("x", "y"));
         assert!(!all.allows("x", "audit"));
