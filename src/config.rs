@@ -246,9 +246,88 @@ pub struct KafkaConfig {
     /// Key columns per table (`"db.table" = ["col", ...]`), overriding the primary key.
     #[serde(default)]
     pub key_columns: BTreeMap<String, Vec<String>>,
-    /// Extra librdkafka properties, passed through as given (e.g. `"compression.type" = "zstd"`).
+    /// Extra librdkafka properties, passed through as given (e.g. `"security.protocol" = "SASL_SSL"`).
+    /// They are applied last: `"compression.type"`, `"linger.ms"` or `"batch.size"`
+    /// here override `compression`, `linger_ms` and `batch_bytes`.
     #[serde(default)]
     pub properties: BTreeMap<String, String>,
+    /// Compression of produced batches: `none`, `gzip`, `snappy`, `lz4` (default) or `zstd`.
+    #[serde(default = "default_compression")]
+    pub compression: Compression,
+    /// How long the producer waits to fill a batch, milliseconds (librdkafka `linger.ms`).
+    #[serde(default = "default_linger_ms")]
+    pub linger_ms: u32,
+    /// Largest batch per partition, bytes (librdkafka `batch.size`).
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: u32,
+    /// Messages handed to the producer but not yet acknowledged, at most. When
+    /// the window is full the sink waits for acknowledgements, so the source slows down.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: u32,
+    /// Message key for tables with neither a primary key nor a `key_columns`
+    /// entry: `table` (the table name: all its rows in one partition, in
+    /// order) or `none` (no key: spread over partitions, no order).
+    #[serde(default)]
+    pub keyless: Keyless,
+    /// Create missing topics with `partitions` and `replication_factor`. If
+    /// false, a missing topic stops the bridge with an error naming it.
+    #[serde(default = "default_create_topics")]
+    pub create_topics: bool,
+    /// `format = "debezium"` only: wrap each message as `{"schema":..,"payload":..}`
+    /// (Flink `'debezium-json.schema-include' = 'true'`).
+    #[serde(default)]
+    pub debezium_schema: bool,
+}
+
+/// Compression codec of produced batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl Compression {
+    /// The librdkafka `compression.type` value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+            Compression::Zstd => "zstd",
+        }
+    }
+}
+
+/// Message key of tables without a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Keyless {
+    /// Key by `db.table`: one partition per table, order kept.
+    #[default]
+    Table,
+    /// No key: rows spread over partitions, no order between them.
+    None,
+}
+
+fn default_compression() -> Compression {
+    Compression::Lz4
+}
+fn default_linger_ms() -> u32 {
+    5
+}
+fn default_batch_bytes() -> u32 {
+    1_000_000
+}
+fn default_max_in_flight() -> u32 {
+    100_000
+}
+fn default_create_topics() -> bool {
+    true
 }
 
 fn default_brokers() -> String {
@@ -285,6 +364,13 @@ impl Default for KafkaConfig {
             replication_factor: default_replication(),
             key_columns: BTreeMap::new(),
             properties: BTreeMap::new(),
+            compression: default_compression(),
+            linger_ms: default_linger_ms(),
+            batch_bytes: default_batch_bytes(),
+            max_in_flight: default_max_in_flight(),
+            keyless: Keyless::default(),
+            create_topics: default_create_topics(),
+            debezium_schema: false,
         }
     }
 }
@@ -597,6 +683,12 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
             errs.push(format!("{key} = {template:?} {why}"));
         }
     }
+    if k.topic == k.schema_topic {
+        errs.push(format!(
+            "kafka.schema_topic = {:?} is the same as kafka.topic; schema changes must not be mixed into row topics (Flink's readers fail on them), e.g. \"{{pipeline}}.schema-changes\"",
+            k.schema_topic
+        ));
+    }
     if k.partitions < 1 {
         errs.push(format!(
             "kafka.partitions = {} must be 1 or more",
@@ -627,6 +719,30 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
                 "kafka.properties.{key:?} is set by the bridge itself and cannot be overridden (delivery guarantees depend on it)"
             ));
         }
+    }
+    if k.linger_ms > 300_000 {
+        errs.push(format!(
+            "kafka.linger_ms = {} is out of range; use 0 to 300000 (default 5)",
+            k.linger_ms
+        ));
+    }
+    if k.batch_bytes < 1 || k.batch_bytes > 2_147_483_647 {
+        errs.push(format!(
+            "kafka.batch_bytes = {} is out of range; use 1 to 2147483647 (default 1000000)",
+            k.batch_bytes
+        ));
+    }
+    if k.max_in_flight < 1 || k.max_in_flight > 1_000_000 {
+        errs.push(format!(
+            "kafka.max_in_flight = {} is out of range; use 1 to 1000000 (default 100000)",
+            k.max_in_flight
+        ));
+    }
+    if k.debezium_schema && k.format != Format::Debezium {
+        errs.push(format!(
+            "kafka.debezium_schema = true only applies to format = \"debezium\", not {:?}; remove it",
+            k.format
+        ));
     }
 }
 

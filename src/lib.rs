@@ -7,7 +7,10 @@
 //! - [`event`]: the seam type between the binlog source and the Kafka sink;
 //! - [`cli`]: the subcommands;
 //! - [`coord`]: the etcd leader gate (session, election, fenced checkpoint);
-//! - [`pipeline`]: the leader loop that runs the work only while leading.
+//! - [`pipeline`]: the leader loop that runs the work only while leading;
+//! - [`source`]: the binlog replica stream and row decoding;
+//! - [`sink`]: routing, encoding and producing to Kafka;
+//! - [`ops`]: metrics and health endpoints.
 
 pub mod check;
 pub mod cli;
@@ -16,5 +19,6 @@ pub mod coord;
 pub mod event;
 pub mod ops;
 pub mod pipeline;
+pub mod sink;
 pub mod source;
 pub mod telemetry;

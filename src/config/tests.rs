@@ -306,3 +306,53 @@ fn secret_file_is_read() {
     let e = resolve_secret("mysql.password", &None, &Some("/nonexistent/pw".into())).unwrap_err();
     assert!(e.starts_with("mysql.password_file /nonexistent/pw:"), "{e}");
 }
+
+#[test]
+fn kafka_sink_keys_have_throughput_defaults() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.kafka.compression, Compression::Lz4);
+    assert_eq!(c.kafka.compression.as_str(), "lz4");
+    assert_eq!(c.kafka.linger_ms, 5);
+    assert_eq!(c.kafka.batch_bytes, 1_000_000);
+    assert_eq!(c.kafka.max_in_flight, 100_000);
+    assert_eq!(c.kafka.keyless, Keyless::Table);
+    assert!(c.kafka.create_topics);
+    assert!(!c.kafka.debezium_schema);
+    let c = parse(&format!(
+        "{MINIMAL}\n[kafka]\ncompression = \"zstd\"\nkeyless = \"none\"\ncreate_topics = false\n"
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.kafka.compression, Compression::Zstd);
+    assert_eq!(c.kafka.keyless, Keyless::None);
+    assert!(!c.kafka.create_topics);
+}
+
+#[test]
+fn kafka_sink_keys_out_of_range_are_refused_with_the_range() {
+    let text = format!(
+        "{MINIMAL}\n[kafka]\nformat = \"canal\"\nlinger_ms = 400000\nbatch_bytes = 0\nmax_in_flight = 0\ndebezium_schema = true\n"
+    );
+    assert_eq!(
+        invalid(&text),
+        [
+            "kafka.linger_ms = 400000 is out of range; use 0 to 300000 (default 5)",
+            "kafka.batch_bytes = 0 is out of range; use 1 to 2147483647 (default 1000000)",
+            "kafka.max_in_flight = 0 is out of range; use 1 to 1000000 (default 100000)",
+            "kafka.debezium_schema = true only applies to format = \"debezium\", not Canal; remove it",
+        ]
+    );
+    let e = parse(&format!("{MINIMAL}\n[kafka]\ncompression = \"brotli\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("compression") && e.contains("lz4"), "{e}");
+}
+
+#[test]
+fn schema_topic_equal_to_row_topic_is_refused() {
+    let text = format!("{MINIMAL}\n[kafka]\ntopic = \"cdc\"\nschema_topic = \"cdc\"\n");
+    assert_eq!(
+        invalid(&text),
+        ["kafka.schema_topic = \"cdc\" is the same as kafka.topic; schema changes must not be mixed into row topics (Flink's readers fail on them), e.g. \"{pipeline}.schema-changes\""]
+    );
+}

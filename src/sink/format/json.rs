@@ -1,0 +1,252 @@
+//! A tiny append-only JSON writer.
+//!
+//! The formats write every message field by field, in the order the wire
+//! format documents (so golden files read like the specs), straight into one
+//! byte buffer: no intermediate `serde_json::Value` tree per row, which keeps
+//! encoding cheap on the hot path. It only ever produces valid JSON as long as
+//! callers pair `begin_*`/`end_*` and put a value after each `key`.
+
+use std::io::Write;
+
+pub(crate) struct JsonWriter {
+    buf: Vec<u8>,
+    /// A value was just written at the current nesting level: the next item needs a comma.
+    comma: bool,
+}
+
+impl JsonWriter {
+    pub(crate) fn with_capacity(n: usize) -> Self {
+        JsonWriter {
+            buf: Vec::with_capacity(n),
+            comma: false,
+        }
+    }
+
+    pub(crate) fn into_bytes(self) -> Vec<u8> {
+        self.buf
+    }
+
+    fn sep(&mut self) {
+        if self.comma {
+            self.buf.push(b',');
+        }
+    }
+
+    pub(crate) fn begin_object(&mut self) {
+        self.sep();
+        self.buf.push(b'{');
+        self.comma = false;
+    }
+
+    pub(crate) fn end_object(&mut self) {
+        self.buf.push(b'}');
+        self.comma = true;
+    }
+
+    pub(crate) fn begin_array(&mut self) {
+        self.sep();
+        self.buf.push(b'[');
+        self.comma = false;
+    }
+
+    pub(crate) fn end_array(&mut self) {
+        self.buf.push(b']');
+        self.comma = true;
+    }
+
+    /// An object key; the next call must write its value.
+    pub(crate) fn key(&mut self, k: &str) {
+        self.sep();
+        escape_into(&mut self.buf, k);
+        self.buf.push(b':');
+        self.comma = false;
+    }
+
+    pub(crate) fn string(&mut self, s: &str) {
+        self.sep();
+        escape_into(&mut self.buf, s);
+        self.comma = true;
+    }
+
+    pub(crate) fn null(&mut self) {
+        self.raw("null");
+    }
+
+    pub(crate) fn bool(&mut self, b: bool) {
+        self.raw(if b { "true" } else { "false" });
+    }
+
+    pub(crate) fn i64(&mut self, n: i64) {
+        self.sep();
+        // Writing into a Vec cannot fail.
+        let _ = write!(self.buf, "{n}");
+        self.comma = true;
+    }
+
+    pub(crate) fn u64(&mut self, n: u64) {
+        self.sep();
+        let _ = write!(self.buf, "{n}");
+        self.comma = true;
+    }
+
+    /// Shortest text that reads back as the same f64; NaN and infinities
+    /// (which MySQL cannot store) become `null`.
+    pub(crate) fn f64(&mut self, x: f64) {
+        if x.is_finite() {
+            let text = float_text(x, x.abs());
+            self.raw(&text);
+        } else {
+            self.null();
+        }
+    }
+
+    /// Shortest text that reads back as the same f32 (not the f64 widening:
+    /// FLOAT 0.1 prints as `0.1`, not `0.10000000149011612`).
+    pub(crate) fn f32(&mut self, x: f32) {
+        if x.is_finite() {
+            let text = float_text(x, f64::from(x.abs()));
+            self.raw(&text);
+        } else {
+            self.null();
+        }
+    }
+
+    /// A JSON number given as text, written verbatim when it is a valid JSON
+    /// number (exact DECIMAL), as a string otherwise.
+    pub(crate) fn number_text(&mut self, s: &str) {
+        if is_json_number(s) {
+            self.raw(s);
+        } else {
+            self.string(s);
+        }
+    }
+
+    /// Pre-encoded JSON (caller guarantees validity).
+    pub(crate) fn raw(&mut self, s: &str) {
+        self.sep();
+        self.buf.extend_from_slice(s.as_bytes());
+        self.comma = true;
+    }
+}
+
+/// Shortest round-trip text of a finite float, plain for everyday
+/// magnitudes and in exponent form (`-1.5e300`, `1e-7`) outside
+/// 1e-5..1e16, so huge DOUBLEs do not print 300 digits. Valid JSON either way.
+pub(crate) fn float_text<T: std::fmt::Display + std::fmt::LowerExp>(x: T, abs: f64) -> String {
+    if abs == 0.0 || (1e-5..1e16).contains(&abs) {
+        format!("{x}")
+    } else {
+        format!("{x:e}")
+    }
+}
+
+fn escape_into(buf: &mut Vec<u8>, s: &str) {
+    buf.push(b'"');
+    let bytes = s.as_bytes();
+    let mut start = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let esc: &[u8] = match b {
+            b'"' => b"\\\"",
+            b'\\' => b"\\\\",
+            b'\n' => b"\\n",
+            b'\r' => b"\\r",
+            b'\t' => b"\\t",
+            0x08 => b"\\b",
+            0x0c => b"\\f",
+            0..=0x1f => {
+                buf.extend_from_slice(&bytes[start..i]);
+                let _ = write!(buf, "\\u{b:04x}");
+                start = i + 1;
+                continue;
+            }
+            _ => continue,
+        };
+        buf.extend_from_slice(&bytes[start..i]);
+        buf.extend_from_slice(esc);
+        start = i + 1;
+    }
+    buf.extend_from_slice(&bytes[start..]);
+    buf.push(b'"');
+}
+
+/// JSON number grammar: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+pub(crate) fn is_json_number(s: &str) -> bool {
+    let b = s.as_bytes();
+    let mut i = 0;
+    if b.first() == Some(&b'-') {
+        i += 1;
+    }
+    let digits = |i: &mut usize| {
+        let start = *i;
+        while *i < b.len() && b[*i].is_ascii_digit() {
+            *i += 1;
+        }
+        *i - start
+    };
+    let int_start = i;
+    let n = digits(&mut i);
+    if n == 0 || (n > 1 && b[int_start] == b'0') {
+        return false;
+    }
+    if i < b.len() && b[i] == b'.' {
+        i += 1;
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    if i < b.len() && (b[i] == b'e' || b[i] == b'E') {
+        i += 1;
+        if i < b.len() && (b[i] == b'+' || b[i] == b'-') {
+            i += 1;
+        }
+        if digits(&mut i) == 0 {
+            return false;
+        }
+    }
+    i == b.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_nested_structures_that_serde_reads_back() {
+        let mut w = JsonWriter::with_capacity(64);
+        w.begin_object();
+        w.key("a\"b");
+        w.string("line\nbreak\u{1}\\");
+        w.key("n");
+        w.begin_array();
+        w.i64(-1);
+        w.u64(u64::MAX);
+        w.f32(0.1);
+        w.f64(f64::NAN);
+        w.f64(-1.5e300);
+        w.f32(1e-7);
+        w.number_text("-12.340");
+        w.number_text("01");
+        w.end_array();
+        w.key("o");
+        w.begin_object();
+        w.end_object();
+        w.end_object();
+        let text = String::from_utf8(w.into_bytes()).unwrap();
+        assert_eq!(
+            text,
+            r#"{"a\"b":"line\nbreak\u0001\\","n":[-1,18446744073709551615,0.1,null,-1.5e300,1e-7,-12.340,"01"],"o":{}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["a\"b"], "line\nbreak\u{1}\\");
+    }
+
+    #[test]
+    fn json_number_grammar() {
+        for ok in ["0", "-0", "1.5", "-1234.5600", "1e5", "2E-3"] {
+            assert!(is_json_number(ok), "{ok}");
+        }
+        for bad in ["", "-", "01", "1.", ".5", "1e", "NaN", "1.2.3", "+1"] {
+            assert!(!is_json_number(bad), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! [`KafkaSink`]: route, encode and produce each event, track its delivery.
+//!
+//! The sink owns the producer, the router and the acknowledgement tracker
+//! and drives them in event order; see the module doc of [`crate::sink`] for
+//! the API contract and the checkpoint rule.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::time::Instant;
+
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::DeliveryFuture;
+
+use super::acks::AckTracker;
+use super::format::{self, EncodeContext};
+use super::producer::Producer;
+use super::routing::{render_topic, KeyRule, Router, TableFilter};
+use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PIPELINE, HEADER_POSITION};
+use crate::config::{Format, KafkaConfig};
+use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange};
+
+/// A delivery future that reports failures as text naming the topic.
+pub(crate) struct Delivery {
+    inner: DeliveryFuture,
+    topic: Arc<str>,
+}
+
+impl Future for Delivery {
+    type Output = Result<(), String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match Pin::new(&mut self.inner).poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Ok(Ok(_))) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(Err((e, _)))) => {
+                Poll::Ready(Err(format!("delivery to {} failed: {e}", self.topic)))
+            }
+            Poll::Ready(Err(_)) => Poll::Ready(Err(format!(
+                "delivery to {} was cancelled (producer closed)",
+                self.topic
+            ))),
+        }
+    }
+}
+
+/// Streams [`ChangeEvent`]s into Kafka and reports the acknowledged position.
+pub struct KafkaSink {
+    producer: Producer,
+    router: Router,
+    tracker: AckTracker<Delivery>,
+    format: Format,
+    schema_include: bool,
+    schema_topic: String,
+    pipeline: Arc<str>,
+    epoch: String,
+    window: usize,
+    /// Maxwell: the last row seen, sent once the next event shows whether it ends its transaction.
+    held: Option<ChangeEvent>,
+    stopped: Option<String>,
+    /// Lease-gated output: no message is handed to the producer at or after this instant.
+    deadline: Option<Instant>,
+    /// A `send` is under way; still set at the next call means the previous
+    /// `send` future was dropped mid-way (cancelled), so an event may be half sent.
+    in_send: bool,
+}
+
+impl KafkaSink {
+    /// Connect to the brokers and create the topics whose names do not depend
+    /// on the table (a fixed `kafka.topic`, the schema topic without `{db}`).
+    /// `epoch` is the leader epoch written into every message's headers.
+    pub async fn new(cfg: &KafkaConfig, pipeline: &str, epoch: i64) -> Result<Self, SinkError> {
+        let mut producer = Producer::connect(cfg).await?;
+        for template in [&cfg.topic, &cfg.schema_topic] {
+            if !template.contains("{db}") && !template.contains("{table}") {
+                producer
+                    .ensure_topic(&render_topic(template, "", "", pipeline))
+                    .await?;
+            }
+        }
+        Ok(KafkaSink {
+            producer,
+            router: Router::new(cfg, pipeline, TableFilter::default()),
+            tracker: AckTracker::new(),
+            format: cfg.format,
+            schema_include: cfg.debezium_schema,
+            schema_topic: cfg.schema_topic.clone(),
+            pipeline: pipeline.into(),
+            epoch: epoch.to_string(),
+            window: usize::try_from(cfg.max_in_flight)
+                .unwrap_or(usize::MAX)
+                .max(1),
+            held: None,
+            stopped: None,
+            deadline: None,
+            in_send: false,
+        })
+    }
+
+    /// Send only tables the filter allows (`[mysql] include/exclude`);
+    /// other tables' events still advance the acknowledged position.
+    pub fn with_filter(mut self, filter: TableFilter) -> Self {
+        self.router.set_filter(filter);
+        self
+    }
+
+    /// Encode and produce one event. Returns once the message is handed to
+    /// the producer; waits first while `max_in_flight` messages are
+    /// unacknowledged (backpressure). A delivery error of an earlier message
+    /// is returned here and stops the sink.
+    ///
+    /// Not cancel-safe: if a `send` future is dropped before it completes,
+    /// the event may be half sent, so the sink stops and every later call
+    /// returns [`SinkError::Stopped`]; resume from [`Self::acked_position`].
+    pub async fn send(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
+        if self.in_send && self.stopped.is_none() {
+            self.stopped = Some("a previous send was cancelled before it completed".into());
+        }
+        self.check()?;
+        self.in_send = true;
+        let r = self.send_inner(ev).await;
+        self.in_send = false;
+        r
+    }
+
+    async fn send_inner(&mut self, ev: &ChangeEvent) -> Result<(), SinkError> {
+        if self.format == Format::Maxwell {
+            let held = self.held.take();
+            match (&ev.kind, held) {
+                (EventKind::Row(_), prev) => {
+                    if let Some(prev) = prev {
+                        self.emit(&prev, false).await?;
+                    }
+                    self.held = Some(ev.clone());
+                    return Ok(());
+                }
+                (EventKind::Commit, Some(mut prev)) => {
+                    // The source learns the XID at commit: give it to the
+                    // transaction's last row (Maxwell prints `xid` with `commit`).
+                    if prev.txn.xid.is_none() && ev.txn.xid.is_some() {
+                        prev.txn = ev.txn.clone();
+                    }
+                    self.emit(&prev, true).await?
+                }
+                (EventKind::Schema(_), Some(prev)) => self.emit(&prev, false).await?,
+                (_, None) => {}
+            }
+        }
+        self.emit(ev, true).await
+    }
+
+    /// The highest resume position up to which every message is
+    /// acknowledged by Kafka — the only position that may be checkpointed.
+    pub fn acked_position(&self) -> Option<Position> {
+        self.tracker.acked().cloned()
+    }
+
+    /// Take in finished deliveries without sending anything; returns the
+    /// acknowledged position, or the delivery error that stopped the sink.
+    pub fn poll_acks(&mut self) -> Result<Option<Position>, SinkError> {
+        self.check()?;
+        Ok(self.acked_position())
+    }
+
+    /// Messages handed to the producer and not yet acknowledged.
+    pub fn in_flight(&self) -> usize {
+        self.tracker.in_flight()
+    }
+
+    /// Send a held Maxwell row (without `commit`, as its transaction end is
+    /// not known yet), then wait until every message is acknowledged.
+    /// Returns the acknowledged position.
+    pub async fn flush(&mut self, timeout: Duration) -> Result<Option<Position>, SinkError> {
+        self.check()?;
+        if let Some(prev) = self.held.take() {
+            self.emit(&prev, false).await?;
+        }
+        match tokio::time::timeout(timeout, self.tracker.wait_all()).await {
+            Ok(Ok(())) => Ok(self.acked_position()),
+            Ok(Err(reason)) => Err(self.stop(reason)),
+            Err(_) => Err(SinkError::FlushTimeout(timeout, self.tracker.in_flight())),
+        }
+    }
+
+    /// Stop output at once: purge queued and in-flight messages (they are
+    /// not acknowledged, so the acknowledged position stays where it is).
+    /// The sink refuses further sends.
+    pub fn abort(&mut self) {
+        self.held = None;
+        self.producer.purge();
+        if self.stopped.is_none() {
+            self.stopped = Some("aborted: unacknowledged messages were purged".into());
+        }
+    }
+
+    /// Gate output on a deadline (the leader's local lease deadline, on the
+    /// monotonic clock): it is checked right before every hand-off to the
+    /// producer; once passed, the sink purges what is unacknowledged, stops,
+    /// and `send` returns [`SinkError::DeadlinePassed`]. `None` removes the gate.
+    pub fn set_deadline(&mut self, deadline: Option<Instant>) {
+        self.deadline = deadline;
+    }
+
+    /// Topics written so far (the set a takeover must inspect).
+    pub fn topics(&self) -> Vec<String> {
+        self.producer.topics().map(str::to_string).collect()
+    }
+
+    /// The producer seam, for delivery modes layered on top (transactions).
+    pub fn producer(&self) -> &Producer {
+        &self.producer
+    }
+
+    fn check(&mut self) -> Result<(), SinkError> {
+        if let Some(reason) = &self.stopped {
+            return Err(SinkError::Stopped(reason.clone()));
+        }
+        if let Err(reason) = self.tracker.poll_ready() {
+            return Err(self.stop(reason));
+        }
+        Ok(())
+    }
+
+    fn stop(&mut self, reason: String) -> SinkError {
+        self.stopped = Some(reason.clone());
+        SinkError::Delivery(reason)
+    }
+
+    async fn emit(&mut self, ev: &ChangeEvent, last_in_txn: bool) -> Result<(), SinkError> {
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let pipeline = self.pipeline.clone();
+        let ctx = EncodeContext {
+            pipeline: &pipeline,
+            now_ms,
+            last_in_txn,
+            schema_include: self.schema_include,
+        };
+        match &ev.kind {
+            EventKind::Commit => {
+                self.tracker.push_resume(ev.position.clone());
+            }
+            EventKind::Schema(ddl) => {
+                let encoded = format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx);
+                if let Some((key, value)) = encoded {
+                    let target = format::classify_ddl(&ddl.statement, &ddl.database);
+                    let topic: Arc<str> = render_topic(
+                        &self.schema_topic,
+                        &target.database,
+                        &target.table,
+                        &self.pipeline,
+                    )
+                    .into();
+                    self.produce(topic, Some(&key), &value, ev).await?;
+                }
+                self.tracker.push_resume(ev.position.next_row());
+            }
+            EventKind::Row(row) => {
+                let route = self.router.route(&row.table)?;
+                if route.included {
+                    let topic = route.topic.clone();
+                    let rule = route.key.clone();
+                    for part in split_key_change(row, &rule) {
+                        let part = part.as_ref().unwrap_or(row);
+                        let value =
+                            format::encode_row(self.format, part, &ev.txn, &ev.position, &ctx)
+                                .map_err(|source| SinkError::Format {
+                                    position: ev.position.to_string(),
+                                    source,
+                                })?;
+                        let key = match &rule {
+                            KeyRule::Columns(cols) => {
+                                let image = part.after.as_ref().or(part.before.as_ref());
+                                image.map(|v| format::encode_key(self.format, &part.table, v, cols))
+                            }
+                            KeyRule::Fixed(k) => Some(k.clone()),
+                            KeyRule::None => None,
+                        };
+                        self.produce(topic.clone(), key.as_deref(), &value, ev)
+                            .await?;
+                    }
+                }
+                self.tracker.push_resume(ev.position.next_row());
+            }
+        }
+        Ok(())
+    }
+
+    /// Hand one message to the producer, waiting for room in the window.
+    async fn produce(
+        &mut self,
+        topic: Arc<str>,
+        key: Option<&[u8]>,
+        value: &[u8],
+        ev: &ChangeEvent,
+    ) -> Result<(), SinkError> {
+        self.producer.ensure_topic(&topic).await?;
+        while self.tracker.in_flight() >= self.window {
+            if let Err(reason) = self.tracker.wait_one().await {
+                return Err(self.stop(reason));
+            }
+        }
+        if let Some(d) = self.deadline {
+            if Instant::now() >= d {
+                self.abort();
+                self.stopped = Some("the send deadline (lease) passed".into());
+                return Err(SinkError::DeadlinePassed);
+            }
+        }
+        loop {
+            match self
+                .producer
+                .send(&topic, key, value, headers(ev, &self.pipeline, &self.epoch))
+            {
+                Ok(inner) => {
+                    self.tracker.push_message(Delivery {
+                        inner,
+                        topic: topic.clone(),
+                    });
+                    return Ok(());
+                }
+                Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
+                    // librdkafka's own queue is full: let deliveries complete.
+                    if self.tracker.in_flight() > 0 {
+                        if let Err(reason) = self.tracker.wait_one().await {
+                            return Err(self.stop(reason));
+                        }
+                    } else {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                    }
+                }
+                Err(e) => {
+                    let err = SinkError::Enqueue {
+                        topic: topic.to_string(),
+                        position: ev.position.to_string(),
+                        reason: e.to_string(),
+                    };
+                    self.stopped = Some(err.to_string());
+                    return Err(err);
+                }
+            }
+        }
+    }
+}
+
+fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str) -> OwnedHeaders {
+    let pos = ev.position.to_string();
+    let mut h = OwnedHeaders::new_with_capacity(4)
+        .insert(Header {
+            key: HEADER_POSITION,
+            value: Some(pos.as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_PIPELINE,
+            value: Some(pipeline.as_bytes()),
+        })
+        .insert(Header {
+            key: HEADER_EPOCH,
+            value: Some(epoch.as_bytes()),
+        });
+    if let Some(g) = &ev.position.gtid {
+        h = h.insert(Header {
+            key: HEADER_GTID,
+            value: Some(g.as_bytes()),
+        });
+    }
+    h
+}
+
+/// An update that changes the message key becomes a delete of the old key
+/// and an insert of the new one (each lands in its key's partition), as
+/// Debezium does. `None` entries mean "the row itself".
+fn split_key_change(row: &RowChange, rule: &KeyRule) -> Vec<Option<RowChange>> {
+    let KeyRule::Columns(cols) = rule else {
+        return vec![None];
+    };
+    if row.op != Op::Update {
+        return vec![None];
+    }
+    let (Some(before), Some(after)) = (&row.before, &row.after) else {
+        return vec![None];
+    };
+    if cols.iter().all(|&i| before.get(i) == after.get(i)) {
+        return vec![None];
+    }
+    vec![
+        Some(RowChange {
+            table: row.table.clone(),
+            op: Op::Delete,
+            before: Some(before.clone()),
+            after: None,
+        }),
+        Some(RowChange {
+            table: row.table.clone(),
+            op: Op::Insert,
+            before: None,
+            after: Some(after.clone()),
+        }),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_send<T: Send>(_: &T) {}
+
+    /// Compile-time check: the pipeline can run the sink inside `tokio::spawn`.
+    #[allow(dead_code)]
+    fn send_future_is_send(s: &mut KafkaSink, e: &ChangeEvent) {
+        is_send(&s.send(e));
+    }
+}

@@ -1,0 +1,222 @@
+//! The producer seam: librdkafka configuration, topic creation and the raw
+//! send, kept small so that the exactly-once work (transactions, lease-gated
+//! sends, reading the last message per partition) can wrap it.
+//!
+//! Properties are laid down in three layers: delivery guarantees the bridge
+//! depends on (`acks=all`, idempotence, at most 5 requests in flight:
+//! [`crate::config::MANAGED_PROPERTIES`], not overridable), then throughput
+//! settings from `[kafka]` (compression, linger, batch size, a Java-compatible
+//! key partitioner), then `kafka.properties` as given.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::OwnedHeaders;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+
+use super::SinkError;
+use crate::config::KafkaConfig;
+
+/// How long metadata and admin calls may take before we call the broker unreachable.
+const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// librdkafka producer configuration for `cfg`.
+pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers)
+        .set("acks", "all")
+        .set("enable.idempotence", "true")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("compression.type", cfg.compression.as_str())
+        .set("linger.ms", cfg.linger_ms.to_string())
+        .set("batch.size", cfg.batch_bytes.to_string())
+        // Room for the whole in-flight window (a row may be two messages).
+        .set(
+            "queue.buffering.max.messages",
+            (u64::from(cfg.max_in_flight) * 2 + 1000)
+                .min(2_147_483_647)
+                .to_string(),
+        )
+        // Same key -> same partition as Java producers (Kafka's default partitioner).
+        .set("partitioner", "murmur2_random");
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Admin client configuration: brokers plus the pass-through properties
+/// (security settings apply to both).
+fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.brokers);
+    for (k, v) in &cfg.properties {
+        c.set(k, v);
+    }
+    c
+}
+
+/// A librdkafka producer plus the topic bookkeeping the sink needs.
+pub struct Producer {
+    inner: FutureProducer,
+    admin: AdminClient<DefaultClientContext>,
+    brokers: String,
+    partitions: i32,
+    replication: i32,
+    create: bool,
+    /// Topics known to exist (checked or created).
+    known: HashSet<String>,
+}
+
+impl Producer {
+    /// Build the clients and check that the brokers answer.
+    pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
+        let inner: FutureProducer = producer_config(cfg)
+            .create()
+            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let admin: AdminClient<DefaultClientContext> = admin_config(cfg)
+            .create()
+            .map_err(|e| SinkError::Client(e.to_string()))?;
+        let p = inner.clone();
+        tokio::task::spawn_blocking(move || p.client().fetch_metadata(None, ADMIN_TIMEOUT))
+            .await
+            .map_err(|e| SinkError::Internal(e.to_string()))?
+            .map_err(|e| SinkError::Connect {
+                brokers: cfg.brokers.clone(),
+                reason: e.to_string(),
+            })?;
+        Ok(Producer {
+            inner,
+            admin,
+            brokers: cfg.brokers.clone(),
+            partitions: cfg.partitions,
+            replication: cfg.replication_factor,
+            create: cfg.create_topics,
+            known: HashSet::new(),
+        })
+    }
+
+    /// The underlying producer (for transactions and purges layered on top).
+    pub fn inner(&self) -> &FutureProducer {
+        &self.inner
+    }
+
+    /// Topics this producer has checked or created so far.
+    pub fn topics(&self) -> impl Iterator<Item = &str> {
+        self.known.iter().map(String::as_str)
+    }
+
+    /// Make sure `topic` exists: create it when missing (if allowed), and
+    /// wait until the cluster's metadata shows its partitions.
+    pub async fn ensure_topic(&mut self, topic: &str) -> Result<(), SinkError> {
+        if self.known.contains(topic) {
+            return Ok(());
+        }
+        if self.partition_count(topic).await?.is_none() {
+            if !self.create {
+                return Err(SinkError::TopicMissing {
+                    topic: topic.to_string(),
+                    partitions: self.partitions,
+                });
+            }
+            self.create_topic(topic).await?;
+            let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+            while self.partition_count(topic).await?.is_none() {
+                if tokio::time::Instant::now() > deadline {
+                    return Err(SinkError::CreateTopic {
+                        topic: topic.to_string(),
+                        reason:
+                            "created, but it did not appear in the cluster metadata within 10 s"
+                                .into(),
+                    });
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        self.known.insert(topic.to_string());
+        Ok(())
+    }
+
+    /// Partitions of `topic` per the cluster metadata, `None` if it does not exist.
+    pub async fn partition_count(&self, topic: &str) -> Result<Option<usize>, SinkError> {
+        let p = self.inner.clone();
+        let name = topic.to_string();
+        let md = tokio::task::spawn_blocking(move || {
+            p.client().fetch_metadata(Some(&name), ADMIN_TIMEOUT)
+        })
+        .await
+        .map_err(|e| SinkError::Internal(e.to_string()))?
+        .map_err(|e| SinkError::Connect {
+            brokers: self.brokers.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(md
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+            .map(|t| t.partitions().len()))
+    }
+
+    async fn create_topic(&self, topic: &str) -> Result<(), SinkError> {
+        let new = NewTopic::new(
+            topic,
+            self.partitions,
+            TopicReplication::Fixed(self.replication),
+        );
+        let opts = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results =
+            self.admin
+                .create_topics([&new], &opts)
+                .await
+                .map_err(|e| SinkError::CreateTopic {
+                    topic: topic.to_string(),
+                    reason: e.to_string(),
+                })?;
+        for r in results {
+            match r {
+                Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+                Err((_, code)) => {
+                    return Err(SinkError::CreateTopic {
+                        topic: topic.to_string(),
+                        reason: code.to_string(),
+                    })
+                }
+            }
+        }
+        tracing::info!(
+            topic,
+            partitions = self.partitions,
+            replication_factor = self.replication,
+            "created topic"
+        );
+        Ok(())
+    }
+
+    /// Hand one message to librdkafka. `Err(QueueFull)` means: wait for
+    /// deliveries, then try again.
+    pub fn send(
+        &self,
+        topic: &str,
+        key: Option<&[u8]>,
+        value: &[u8],
+        headers: OwnedHeaders,
+    ) -> Result<DeliveryFuture, KafkaError> {
+        let mut rec = FutureRecord::to(topic).payload(value).headers(headers);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        self.inner.send_result(rec).map_err(|(e, _)| e)
+    }
+
+    /// Drop every queued and in-flight message; their deliveries fail with
+    /// "purged". Used when output must stop at once (lease lost, abort).
+    pub fn purge(&self) {
+        self.inner
+            .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    }
+}

@@ -1,0 +1,333 @@
+//! Routing: which tables are sent, to which topic, under which key.
+//!
+//! Computed once per table and cached (recomputed when the table's shape
+//! changes), so the hot path is two hash lookups. Keys decide partitions:
+//! the primary key (or the configured `kafka.key_columns`) keeps every change
+//! of one row in one partition, in order. Tables without any key fall back
+//! to `kafka.keyless` and say so once at info level.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use crate::config::{KafkaConfig, Keyless};
+use crate::event::TableSchema;
+
+use super::format::json::JsonWriter;
+use super::SinkError;
+
+/// `[mysql] include/exclude` as a predicate on `db.table`.
+///
+/// Patterns are matched against the whole `db.table` name, `*` matching any
+/// run of characters (the same rule as the source's filter), e.g. `shop.*`,
+/// `*.orders`, `shop.order_*`. An empty include list includes everything;
+/// exclude wins over include. Evaluated once per table (routes are cached).
+#[derive(Debug, Clone, Default)]
+pub struct TableFilter {
+    include: Vec<String>,
+    exclude: Vec<String>,
+}
+
+impl TableFilter {
+    pub fn new(include: &[String], exclude: &[String]) -> Self {
+        TableFilter {
+            include: include.to_vec(),
+            exclude: exclude.to_vec(),
+        }
+    }
+
+    pub fn allows(&self, db: &str, table: &str) -> bool {
+        let name = format!("{db}.{table}");
+        let hit = |p: &String| glob(p, &name);
+        (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+pub fn glob(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        if pi < p.len() && p[pi] == '*' {
+            star = Some((pi, ti));
+            pi += 1;
+        } else if pi < p.len() && p[pi] == t[ti] {
+            pi += 1;
+            ti += 1;
+        } else if let Some((sp, st)) = star {
+            pi = sp + 1;
+            ti = st + 1;
+            star = Some((sp, st + 1));
+        } else {
+            return false;
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+/// Replace `{db}`, `{table}` and `{pipeline}` in a topic template. Characters
+/// Kafka does not allow in topic names (anything but ASCII letters, digits,
+/// `.`, `_`, `-`) in the substituted names become `_`, as Debezium does.
+pub fn render_topic(template: &str, db: &str, table: &str, pipeline: &str) -> String {
+    template
+        .replace("{db}", &topic_safe(db))
+        .replace("{table}", &topic_safe(table))
+        .replace("{pipeline}", &topic_safe(pipeline))
+}
+
+fn topic_safe(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '.' || c == '_' || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// How a table's messages are keyed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KeyRule {
+    /// JSON of these columns (indexes into the table's columns).
+    Columns(Vec<usize>),
+    /// The same pre-encoded key for every row (`keyless = "table"`).
+    Fixed(Vec<u8>),
+    /// No key (`keyless = "none"`).
+    None,
+}
+
+/// Where one table's rows go.
+#[derive(Debug, Clone)]
+pub struct Route {
+    pub included: bool,
+    pub topic: Arc<str>,
+    pub key: KeyRule,
+    /// The table shape this route was computed for.
+    schema: Arc<TableSchema>,
+}
+
+/// Routes per table, cached.
+pub struct Router {
+    topic_template: String,
+    pipeline: String,
+    key_columns: BTreeMap<String, Vec<String>>,
+    keyless: Keyless,
+    filter: TableFilter,
+    routes: HashMap<String, HashMap<String, Route>>,
+}
+
+impl Router {
+    pub fn new(cfg: &KafkaConfig, pipeline: &str, filter: TableFilter) -> Self {
+        Router {
+            topic_template: cfg.topic.clone(),
+            pipeline: pipeline.to_string(),
+            key_columns: cfg.key_columns.clone(),
+            keyless: cfg.keyless,
+            filter,
+            routes: HashMap::new(),
+        }
+    }
+
+    pub fn set_filter(&mut self, filter: TableFilter) {
+        self.filter = filter;
+        self.routes.clear();
+    }
+
+    /// The route of `table`, computed on first sight or when its shape changed.
+    pub fn route(&mut self, table: &Arc<TableSchema>) -> Result<&Route, SinkError> {
+        let fresh = match self
+            .routes
+            .get(&table.database)
+            .and_then(|m| m.get(&table.table))
+        {
+            Some(r) => {
+                !(Arc::ptr_eq(&r.schema, table)
+                    || r.schema.columns == table.columns
+                        && r.schema.primary_key == table.primary_key)
+            }
+            None => true,
+        };
+        if fresh {
+            let announced = self
+                .routes
+                .get(&table.database)
+                .is_some_and(|m| m.contains_key(&table.table));
+            let route = self.compute(table, !announced)?;
+            self.routes
+                .entry(table.database.clone())
+                .or_default()
+                .insert(table.table.clone(), route);
+        }
+        self.routes
+            .get(&table.database)
+            .and_then(|m| m.get(&table.table))
+            .ok_or_else(|| SinkError::Internal("route vanished from cache".into()))
+    }
+
+    fn compute(&self, t: &Arc<TableSchema>, first_time: bool) -> Result<Route, SinkError> {
+        let included = self.filter.allows(&t.database, &t.table);
+        let topic: Arc<str> =
+            render_topic(&self.topic_template, &t.database, &t.table, &self.pipeline).into();
+        let name = format!("{}.{}", t.database, t.table);
+        let key = if let Some(cols) = self.key_columns.get(&name) {
+            let mut idx = Vec::with_capacity(cols.len());
+            for c in cols {
+                let i = t.column_index(c).ok_or_else(|| SinkError::KeyColumn {
+                    table: name.clone(),
+                    column: c.clone(),
+                    columns: t
+                        .columns
+                        .iter()
+                        .map(|c| c.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                })?;
+                idx.push(i);
+            }
+            KeyRule::Columns(idx)
+        } else if !t.primary_key.is_empty() {
+            KeyRule::Columns(t.primary_key.clone())
+        } else {
+            if first_time && included {
+                tracing::info!(
+                    table = %name,
+                    keyless = ?self.keyless,
+                    "table has no primary key and no kafka.key_columns entry: {}",
+                    match self.keyless {
+                        Keyless::Table => "messages are keyed by the table name (one partition, order kept)",
+                        Keyless::None => "messages have no key (spread over partitions, no order between rows)",
+                    }
+                );
+            }
+            match self.keyless {
+                Keyless::Table => {
+                    let mut w = JsonWriter::with_capacity(48);
+                    w.begin_object();
+                    w.key("database");
+                    w.string(&t.database);
+                    w.key("table");
+                    w.string(&t.table);
+                    w.end_object();
+                    KeyRule::Fixed(w.into_bytes())
+                }
+                Keyless::None => KeyRule::None,
+            }
+        };
+        Ok(Route {
+            included,
+            topic,
+            key,
+            schema: t.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Column, ColumnKind};
+
+    fn table(db: &str, name: &str, pk: Vec<usize>) -> Arc<TableSchema> {
+        let col = |n: &str| Column {
+            name: n.into(),
+            kind: ColumnKind::Int,
+            sql_type: "int".into(),
+            unsigned: false,
+            nullable: false,
+            precision: None,
+            scale: None,
+        };
+        Arc::new(TableSchema {
+            database: db.into(),
+            table: name.into(),
+            columns: vec![col("id"), col("tenant"), col("v")],
+            primary_key: pk,
+        })
+    }
+
+    #[test]
+    fn glob_patterns() {
+        assert!(glob("*", ""));
+        assert!(glob("order_*", "order_2024"));
+        assert!(glob("*_log", "audit_log"));
+        assert!(glob("a*b*c", "aXXbYc"));
+        assert!(!glob("a*b*c", "aXXbY"));
+        assert!(!glob("orders", "orders2"));
+        assert!(glob("orders", "orders"));
+    }
+
+    #[test]
+    fn include_exclude_exact_and_patterns() {
+        let f = TableFilter::new(
+            &["shop.*".into(), "crm.customers".into()],
+            &["shop.tmp_*".into()],
+        );
+        assert!(f.allows("shop", "orders"));
+        assert!(f.allows("crm", "customers"));
+        assert!(!f.allows("crm", "leads"));
+        assert!(!f.allows("shop", "tmp_import"));
+        let suffix = TableFilter::new(&["*orders".into()], &[]);
+        assert!(suffix.allows("shop", "orders") && !suffix.allows("shop", "items"));
+        let all = TableFilter::new(&[], &["*.audit".into()]);
+        assert!(all.allows("x", "y"));
+        assert!(!all.allows("x", "audit"));
+    }
+
+    #[test]
+    fn topic_names_replace_characters_kafka_refuses() {
+        assert_eq!(
+            render_topic("{pipeline}.{db}.{table}", "my db", "Grüße$1", "p"),
+            "p.my_db.Gr__e_1"
+        );
+        assert_eq!(render_topic("all-changes", "a", "b", "p"), "all-changes");
+    }
+
+    #[test]
+    fn topic_template_and_key_choice() {
+        let mut cfg = KafkaConfig {
+            topic: "{pipeline}.{db}.{table}".into(),
+            ..KafkaConfig::default()
+        };
+        cfg.key_columns
+            .insert("shop.events".into(), vec!["tenant".into(), "id".into()]);
+        let mut r = Router::new(&cfg, "p1", TableFilter::default());
+        let orders = table("shop", "orders", vec![0]);
+        let route = r.route(&orders).unwrap();
+        assert_eq!(&*route.topic, "p1.shop.orders");
+        assert_eq!(route.key, KeyRule::Columns(vec![0]));
+        let events = table("shop", "events", vec![0]);
+        assert_eq!(r.route(&events).unwrap().key, KeyRule::Columns(vec![1, 0]));
+        let heap = table("shop", "heap", vec![]);
+        assert_eq!(
+            r.route(&heap).unwrap().key,
+            KeyRule::Fixed(br#"{"database":"shop","table":"heap"}"#.to_vec())
+        );
+        cfg.keyless = Keyless::None;
+        let mut r = Router::new(&cfg, "p1", TableFilter::default());
+        assert_eq!(r.route(&heap).unwrap().key, KeyRule::None);
+    }
+
+    #[test]
+    fn unknown_key_column_is_a_clear_error() {
+        let mut cfg = KafkaConfig::default();
+        cfg.key_columns
+            .insert("shop.orders".into(), vec!["nope".into()]);
+        let mut r = Router::new(&cfg, "p", TableFilter::default());
+        let e = r
+            .route(&table("shop", "orders", vec![0]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`nope`") && e.contains("id, tenant, v"), "{e}");
+    }
+
+    #[test]
+    fn route_is_recomputed_when_the_table_changes_shape() {
+        let mut r = Router::new(&KafkaConfig::default(), "p", TableFilter::default());
+        let t1 = table("shop", "orders", vec![0]);
+        assert_eq!(r.route(&t1).unwrap().key, KeyRule::Columns(vec![0]));
+        let t2 = table("shop", "orders", vec![1]);
+        assert_eq!(r.route(&t2).unwrap().key, KeyRule::Columns(vec![1]));
+    }
+}
