@@ -40,3 +40,50 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
     }
     out
 }
+
+/// The GRANT statement the bridge user needs.
+pub const GRANT_HINT: &str = "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '<user>'@'<host>' (MySQL: REPLICATION CLIENT instead of BINLOG MONITOR)";
+
+/// Check the connected user's privileges from `SHOW GRANTS`.
+pub async fn privileges(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
+    let name = "mysql privileges".to_string();
+    let grants: Result<Vec<String>, _> = conn.query("SHOW GRANTS").await;
+    let grants = match grants {
+        Ok(g) => g.join("\n").to_ascii_uppercase(),
+        Err(e) => {
+            return vec![CheckResult {
+                name,
+                ok: false,
+                detail: format!("cannot read SHOW GRANTS: {e}"),
+            }]
+        }
+    };
+    let on_all = |g: &str| {
+        grants
+            .lines()
+            .any(|l| l.contains(" ON *.* ") && (l.contains(g) || l.contains("ALL PRIVILEGES")))
+    };
+    let mut missing = Vec::new();
+    if !on_all("REPLICATION SLAVE") && !on_all("REPLICATION REPLICA") {
+        missing.push("REPLICATION SLAVE");
+    }
+    if !on_all("BINLOG MONITOR") && !on_all("REPLICATION CLIENT") && !on_all("SUPER") {
+        missing.push("BINLOG MONITOR");
+    }
+    if !on_all("SELECT") {
+        missing.push("SELECT");
+    }
+    if missing.is_empty() {
+        vec![CheckResult {
+            name,
+            ok: true,
+            detail: "REPLICATION SLAVE, BINLOG MONITOR, SELECT".into(),
+        }]
+    } else {
+        vec![CheckResult {
+            name,
+            ok: false,
+            detail: format!("missing {}: run {GRANT_HINT}", missing.join(", ")),
+        }]
+    }
+}
