@@ -125,7 +125,7 @@ pub fn decode_rows(
             "PARTIAL_UPDATE_ROWS_EVENT (MySQL binlog_row_value_options=PARTIAL_JSON) is not supported; set binlog_row_value_options='' on the server",
         ));
     }
-    let ncols = r.packed_len("row column count")?;
+    let ncols = usize::try_from(r.packed("row column count")?).unwrap_or(usize::MAX);
     if ncols != table.columns.len() {
         return Err(DecodeError(format!(
             "row event for {}.{} has {ncols} columns, its table map {}",
