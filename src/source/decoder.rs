@@ -140,6 +140,7 @@ impl Decoder {
     /// Decode one event (all of its bytes, as stored in the binlog).
     pub fn feed(&mut self, raw: &[u8]) -> Result<(), SourceError> {
         let h = Header::parse(raw).map_err(|e| self.err(self.next.offset, e))?;
+        tracing::trace!(header = ?h, file = %self.file, "binlog event");
         let offset = h.start_offset().unwrap_or(self.next.offset);
         let is_fde = h.type_code == t::FORMAT_DESCRIPTION;
         let verify = if is_fde {

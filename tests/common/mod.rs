@@ -172,6 +172,14 @@ impl PrivateMariaDb {
         }
     }
 
+    /// SIGKILL the server (a crash, not a clean shutdown).
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
             let _ = Command::new("mariadb-admin")
