@@ -27,7 +27,14 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
             Ok(Some(v)) => CheckResult {
                 name,
                 ok: false,
-                detail: format!("{var} = {v}, need {want}: {fix}"),
+                detail: format!(
+                    "{var} = {}, need {want}: {fix}",
+                    match v.as_str() {
+                        "0" => "OFF",
+                        "1" => "ON",
+                        other => other,
+                    }
+                ),
             },
             Ok(None) => CheckResult { name, ok: false, detail: format!("{var} has no value: {fix}") },
             Err(e) => CheckResult {

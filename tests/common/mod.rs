@@ -114,7 +114,8 @@ impl PrivateMariaDb {
     pub fn start(port: u16, extra: &[&str]) -> PrivateMariaDb {
         let dir = tempfile::tempdir().unwrap();
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        Self::write_cnf(dir.path(), port, &extra);
+        // Install with the plain config (the bootstrap refuses some options), run with `extra`.
+        Self::write_cnf(dir.path(), port, &[]);
         let out = Command::new("mariadb-install-db")
             .arg(format!(
                 "--defaults-file={}",
@@ -125,9 +126,11 @@ impl PrivateMariaDb {
             .expect("mariadb-install-db runs");
         assert!(
             out.status.success(),
-            "install-db: {}",
+            "install-db: {}{}",
+            String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        Self::write_cnf(dir.path(), port, &extra);
         let mut s = PrivateMariaDb {
             dir,
             port,
