@@ -17,7 +17,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
-use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange, SchemaChange, TxnInfo};
+use crate::event::{ChangeEvent, EventKind, Position, RowChange, SchemaChange, TxnInfo};
 
 use super::bytes::Reader;
 use super::charset::Charsets;
@@ -441,7 +441,6 @@ impl Decoder {
                 after,
             }));
         }
-        let _ = Op::Read;
         Ok(())
     }
 }

@@ -137,7 +137,7 @@ fn normalize(v: &mut Vec<(u64, u64)>) {
 fn insert_interval(v: &mut Vec<(u64, u64)>, g: u64) {
     // Fast path: extends the last interval (the common, in-order case).
     if let Some(last) = v.last_mut() {
-        if g == last.1 + 1 {
+        if last.1.checked_add(1) == Some(g) {
             last.1 = g;
             return;
         }

@@ -154,7 +154,7 @@ fn container(
         }
         let e = header + count * key_entry + i * value_entry;
         let t = *b.get(e).ok_or_else(|| err("value entry past end"))?;
-        let inlined = matches!(t, 0x04 | 0x05 | 0x06) || (large && matches!(t, 0x07 | 0x08));
+        let inlined = matches!(t, 0x04..=0x06) || (large && matches!(t, 0x07 | 0x08));
         if inlined {
             value(t, slice(b, e + 1, w)?, out, depth + 1)?;
         } else {

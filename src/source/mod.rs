@@ -34,6 +34,7 @@ pub mod decoder;
 pub mod error;
 pub mod events;
 pub mod filter;
+pub mod fixtures;
 pub mod gtid;
 pub mod json;
 pub mod rows;
@@ -230,7 +231,7 @@ impl BinlogSource {
         };
         if self.flavor == Flavor::MariaDb || !from.file.is_empty() {
             let logs = connection::binary_logs(&mut conn).await?;
-            let known = logs.iter().any(|f| *f == from.file);
+            let known = logs.contains(&from.file);
             if !known {
                 return Err(SourceError::Purged {
                     what: from.to_string(),

@@ -317,14 +317,10 @@ pub fn parse(
             n_numeric += 1;
         }
         let mut charset = Charset::Binary;
-        let mut charset_name = "binary".to_string();
         let mut resolve = |id: Option<u32>| -> Result<(), DecodeError> {
             if let Some(id) = id {
                 match charsets.get(id) {
-                    Some((c, n)) => {
-                        charset = c;
-                        charset_name = n.to_string();
-                    }
+                    Some((c, _)) => charset = c,
                     None => {
                         return Err(DecodeError(format!(
                             "column {database}.{table}.{name}: unknown collation id {id}"
@@ -475,7 +471,6 @@ pub fn parse(
         } else {
             sql_type
         };
-        let _ = &charset_name;
         columns.push(Column {
             name: name.clone(),
             kind,
