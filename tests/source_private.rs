@@ -113,6 +113,23 @@ async fn purged_position_and_gtid_are_definite_errors() {
         .expect_err("purged GTID fails");
     assert!(matches!(e, SourceError::Purged { .. }), "{e:?}");
     assert!(e.to_string().contains("re-snapshot"), "{e}");
+
+    // `binlog-bridge check` reports the same, before streaming.
+    let mut conn = common::root(&db.bridge_url()).await;
+    let current = db.sql("SELECT @@gtid_binlog_pos").trim().to_string();
+    for (start, ok) in [
+        (old.to_string(), false),
+        ("gtid:0-1-1".to_string(), false),
+        (newest.to_string(), true),
+        (format!("gtid:{current}"), true),
+        ("earliest".to_string(), true),
+    ] {
+        let r = binlog_bridge::source::checks::start_position(&mut conn, &start).await;
+        assert_eq!(r.ok, ok, "{start}: {}", r.detail);
+        if !ok {
+            assert!(r.detail.contains("re-snapshot"), "{}", r.detail);
+        }
+    }
     db.stop();
 }
 

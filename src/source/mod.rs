@@ -336,7 +336,25 @@ impl BinlogSource {
             match rx.recv().await {
                 Some(Ok(raw)) => self.decoder.feed(&raw)?,
                 Some(Err(e)) => return Err(e),
-                None => return Err(SourceError::Transient("binlog reader stopped".into())),
+                None => {
+                    // The reader ends only after sending its error; an end
+                    // without one means it panicked inside the protocol
+                    // library on a malformed packet: retrying would loop.
+                    if let Some(task) = self.task.take() {
+                        if let Err(e) = task.await {
+                            if e.is_panic() {
+                                return Err(SourceError::Decode {
+                                    file: self.decoder.next_position().file.clone(),
+                                    offset: self.decoder.next_position().offset,
+                                    error: DecodeError::new(
+                                        "the MySQL protocol library panicked on a malformed binlog packet",
+                                    ),
+                                });
+                            }
+                        }
+                    }
+                    return Err(SourceError::Transient("binlog reader stopped".into()));
+                }
             }
         }
     }
