@@ -114,7 +114,7 @@ async fn check_mysql(config: &Config) -> Vec<CheckResult> {
         name,
         format!("{target} ({})", version.unwrap_or_default()),
     ));
-    out.extend(crate::source::checks::server_settings(&mut conn).await);
+    out.extend(crate::source::checks::all(&mut conn, &config.mysql).await);
     let _ = conn.disconnect().await;
     out
 }

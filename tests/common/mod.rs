@@ -10,6 +10,10 @@
 pub mod bridge;
 pub mod broker;
 pub mod etcd;
+pub mod source;
+
+#[allow(unused_imports)]
+pub use source::*;
 
 use std::net::TcpListener;
 use std::path::PathBuf;
