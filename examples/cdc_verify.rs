@@ -35,6 +35,9 @@ struct Args {
     /// Give up waiting for missing changes after this many seconds.
     #[arg(long, default_value_t = 60)]
     timeout: u64,
+    /// Consumer isolation level: read_committed (what Flink jobs should use) or read_uncommitted.
+    #[arg(long, default_value = "read_committed")]
+    isolation: String,
     /// Header carrying the leader epoch.
     #[arg(long, default_value = "bb.epoch")]
     epoch_header: String,
@@ -122,7 +125,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("bootstrap.servers", &a.brokers)
         .set("group.id", "cdc-verify")
         .set("enable.auto.commit", "false")
-        .set("isolation.level", "read_committed")
+        .set("isolation.level", &a.isolation)
         .create()?;
     let prefix = format!("{}.", a.db);
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;

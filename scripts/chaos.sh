@@ -31,15 +31,16 @@ done
 say() { printf '[chaos %s] %s\n' "$(date +%T)" "$*"; }
 
 DIR=$ROOT/target/chaos
-export BINLOG_BRIDGE_DEV_DIR=$DIR/env BB_MYSQL_PORT=13306 BB_ETCD_PORT_BASE=12379 BB_KAFKA_PORT=19092
+export BB_DEV_DIR=$DIR/env BB_MYSQL_PORT=13306 BB_ETCD_PORT_BASE=12379 BB_KAFKA_PORT=19092
 ENV_SH="bash $ROOT/scripts/dev-env.sh"
 rm -rf "$DIR" && mkdir -p "$DIR"
 $ENV_SH up >"$DIR/env-up.log" 2>&1 || { cat "$DIR/env-up.log"; exit 1; }
 eval "$($ENV_SH env)"
 
 cargo build -q --bin binlog-bridge --example cdc_writer --example cdc_verify
-BIN=$ROOT/target/debug/binlog-bridge
-EX=$ROOT/target/debug/examples
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/debug/binlog-bridge
+EX=$TARGET/debug/examples
 
 RUN=$(date +%s)
 DB=chaos_$RUN
@@ -70,6 +71,7 @@ start_bridge() { # 1..3
   BINLOG_BRIDGE_MYSQL_SERVER_ID=$((3000 + $1)) BINLOG_BRIDGE_HTTP_LISTEN=127.0.0.1:$((19186 + $1)) \
     "$BIN" --config "$DIR/bridge.toml" run >>"$DIR/bridge$1.log" 2>&1 &
   BRIDGE[$1]=$!
+  disown "$!"
 }
 cleanup() {
   touch "$DIR/stop" 2>/dev/null || true
@@ -97,11 +99,30 @@ wait_leader() { # [pid to exclude] -> pid; waits up to 30 s
   done
   return 1
 }
+# The leader is streaming when its /readyz answers 200 (standbys answer 200
+# too, so ask the one that leads).
+wait_streaming() { # pid
+  local i n port
+  for ((i = 0; i < 200; i++)); do
+    for n in 1 2 3; do
+      [ "${BRIDGE[$n]:-}" = "$1" ] || continue
+      port=$((19186 + n))
+      if python3 -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('http://127.0.0.1:$port/status', timeout=1)); sys.exit(0 if s['streaming'] else 1)" 2>/dev/null; then return 0; fi
+    done
+    sleep 0.1
+  done
+  return 1
+}
+wait_gone() { # pid: wait until it has exited (its HTTP port is free again)
+  local i
+  for ((i = 0; i < 200; i++)); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
+}
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$(now) - $1:.2f}')"; }
 
 for i in 1 2 3; do start_bridge "$i"; done
 LEADER=$(wait_leader) || { say "no leader elected; see $DIR/bridge*.log"; exit 1; }
+wait_streaming "$LEADER" || { say "the leader is not streaming; see $DIR/bridge*.log"; exit 1; }
 say "bridges up, leader pid $LEADER, delivery $DELIVERY"
 
 "$EX/cdc_writer" --url "$BB_MYSQL_ADMIN_URL" --db "$DB" --fresh --tables 4 --rate "$RATE" --seconds 0 \
@@ -123,6 +144,7 @@ for ((r = 0; r < ROUNDS; r++)); do
       kill -KILL "$LEADER"
       NEW=$(wait_leader "$LEADER") || { FAILED=1; NEW=none; }
       took=$(elapsed "$t0")
+      wait_gone "$LEADER"
       start_bridge "$n"
       ;;
     zombie)
@@ -136,7 +158,7 @@ for ((r = 0; r < ROUNDS; r++)); do
       kill -TERM "$LEADER"
       NEW=$(wait_leader "$LEADER") || { FAILED=1; NEW=none; }
       took=$(elapsed "$t0")
-      wait "$LEADER" 2>/dev/null || true
+      wait_gone "$LEADER"
       start_bridge "$n"
       ;;
     etcd-leader)

@@ -28,8 +28,9 @@ eval "$(bash scripts/dev-env.sh env)"
 
 say "building binlog-bridge and the demo workload"
 cargo build -q --bin binlog-bridge --example cdc_writer --example cdc_verify
-BIN=$ROOT/target/debug/binlog-bridge
-EX=$ROOT/target/debug/examples
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/debug/binlog-bridge
+EX=$TARGET/debug/examples
 
 RUN=$(date +%s)
 DB=demo_$RUN
@@ -65,17 +66,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
-declare -A BRIDGE_PID
+declare -A BRIDGE
 for i in 1 2 3; do
   BINLOG_BRIDGE_MYSQL_SERVER_ID=$((2000 + i)) BINLOG_BRIDGE_HTTP_LISTEN=127.0.0.1:$((9186 + i)) \
     "$BIN" --config "$DIR/bridge.toml" run >"$DIR/bridge$i.log" 2>&1 &
-  BRIDGE_PID[$i]=$!
+  BRIDGE[$i]=$!
+  disown "$!"
   PIDS+=($!)
 done
 
 leader_pid() {
   "$BIN" --config "$DIR/bridge.toml" status --json 2>/dev/null |
     python3 -c 'import json,sys; d=json.load(sys.stdin); l=d.get("leader") or {}; print((l.get("identity") or {}).get("pid",""))' 2>/dev/null || true
+}
+
+# The leader is streaming when its /readyz answers 200 (standbys answer 200
+# too, so ask the one that leads).
+wait_streaming() { # pid
+  local i n port
+  for ((i = 0; i < 200; i++)); do
+    for n in 1 2 3; do
+      [ "${BRIDGE[$n]:-}" = "$1" ] || continue
+      port=$((9186 + n))
+      if python3 -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('http://127.0.0.1:$port/status', timeout=1)); sys.exit(0 if s['streaming'] else 1)" 2>/dev/null; then return 0; fi
+    done
+    sleep 0.1
+  done
+  return 1
 }
 
 wait_leader() { # pid to exclude
@@ -89,7 +106,8 @@ wait_leader() { # pid to exclude
 }
 
 LEADER=$(wait_leader) || { say "no leader elected; see $DIR/bridge*.log"; exit 1; }
-say "three bridges up (pids ${BRIDGE_PID[*]}); leader is pid $LEADER, the others stand by"
+wait_streaming "$LEADER" || { say "the leader is not streaming; see $DIR/bridge*.log"; exit 1; }
+say "three bridges up (pids ${BRIDGE[*]}); leader is pid $LEADER, the others stand by"
 
 say "writer: $RATE row changes/s for ${SECONDS_TO_RUN}s into database $DB"
 "$EX/cdc_writer" --url "$BB_MYSQL_ADMIN_URL" --db "$DB" --fresh --tables 3 --rate "$RATE" \

@@ -13,16 +13,16 @@
 #   scripts/dev-env.sh etcd-leader   which etcd member is the raft leader
 #
 # A second, independent environment (the chaos test uses one) only needs other
-# ports and another directory: BINLOG_BRIDGE_DEV_DIR, BB_MYSQL_PORT,
+# ports and another directory: BB_DEV_DIR, BB_MYSQL_PORT,
 # BB_ETCD_PORT_BASE (client ports BASE, BASE+1000, BASE+2000), BB_KAFKA_PORT.
 #
 # The broker build (cargo install tansu, 20-35 min on 2 cores) is cached under
-# $BINLOG_BRIDGE_CACHE (default ~/.cache/binlog-bridge) and reused when present.
+# $BB_CACHE_DIR (default ~/.cache/binlog-bridge) and reused when present.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DATA=${BINLOG_BRIDGE_DEV_DIR:-$ROOT/target/dev-env}
-CACHE=${BINLOG_BRIDGE_CACHE:-$HOME/.cache/binlog-bridge}
+DATA=${BB_DEV_DIR:-$ROOT/target/dev-env}
+CACHE=${BB_CACHE_DIR:-$HOME/.cache/binlog-bridge}
 TANSU_VERSION=0.6.0
 TANSU_ROOT=$CACHE/tansu-$TANSU_VERSION
 TANSU_BIN=$TANSU_ROOT/bin/tansu

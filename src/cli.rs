@@ -131,7 +131,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
             crate::check::print_and_exit(crate::check::run_all(&config).await)
         }
-        Command::Run => not_implemented("run"),
+        Command::Run => crate::bridge::main(config).await,
         Command::Status { json } => crate::coord::admin::status(&config.etcd, json).await,
         Command::Checkpoint { action } => match action {
             CheckpointAction::Show { json } => {
@@ -147,9 +147,4 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             crate::pipeline::heartbeat::main(&config, output, tick_ms).await
         }
     }
-}
-
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!("error: `{what}` is not implemented yet");
-    ExitCode::from(EXIT_FAILURE)
 }

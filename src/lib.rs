@@ -12,6 +12,7 @@
 //! - [`sink`]: routing, encoding and producing to Kafka;
 //! - [`ops`]: metrics and health endpoints.
 
+pub mod bridge;
 pub mod check;
 pub mod cli;
 pub mod config;

@@ -52,7 +52,7 @@ pub fn tansu_bin() -> PathBuf {
     if let Ok(p) = std::env::var("BB_TANSU_BIN") {
         return p.into();
     }
-    let cache = std::env::var("BINLOG_BRIDGE_CACHE")
+    let cache = std::env::var("BB_CACHE_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|_| {
             PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
