@@ -5,6 +5,8 @@
 #
 #   bash scripts/chaos.sh [--rounds N] [--delivery MODE] [--format debezium]
 #
+# --faults picks the fault types (default: all, in this order); --keep-env
+# leaves the private services running afterwards for a look.
 # Fault types, in turn: kill -9 of the leader; SIGSTOP of the leader past the
 # lease TTL, then SIGCONT (a zombie); SIGTERM of the leader; kill -9 of the
 # etcd raft leader; MariaDB restart; broker restart. A killed bridge is started
@@ -18,13 +20,17 @@ cd "$ROOT"
 
 ROUNDS=6
 DELIVERY=idempotent
+FAULT_LIST="kill9 zombie sigterm etcd-leader mariadb-restart broker-restart"
+KEEP_ENV=0
 RATE=300
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
     --delivery) DELIVERY=$2; shift 2 ;;
     --rate) RATE=$2; shift 2 ;;
-    *) echo "usage: $0 [--rounds N] [--delivery MODE] [--rate N]" >&2; exit 2 ;;
+    --faults) FAULT_LIST=$2; shift 2 ;;
+    --keep-env) KEEP_ENV=1; shift ;;
+    *) echo "usage: $0 [--rounds N] [--delivery MODE] [--rate N] [--faults 'kill9 zombie ...'] [--keep-env]" >&2; exit 2 ;;
   esac
 done
 
@@ -33,6 +39,7 @@ say() { printf '[chaos %s] %s\n' "$(date +%T)" "$*"; }
 DIR=$ROOT/target/chaos
 export BB_DEV_DIR=$DIR/env BB_MYSQL_PORT=13306 BB_ETCD_PORT_BASE=12379 BB_KAFKA_PORT=19092
 ENV_SH="bash $ROOT/scripts/dev-env.sh"
+$ENV_SH down >/dev/null 2>&1 || true
 rm -rf "$DIR" && mkdir -p "$DIR"
 $ENV_SH up >"$DIR/env-up.log" 2>&1 || { cat "$DIR/env-up.log"; exit 1; }
 eval "$($ENV_SH env)"
@@ -81,7 +88,7 @@ cleanup() {
   [ -n "${WRITER:-}" ] && kill -TERM "$WRITER" 2>/dev/null || true
   sleep 1
   for i in 1 2 3; do [ -n "${BRIDGE[$i]:-}" ] && kill -KILL "${BRIDGE[$i]}" 2>/dev/null || true; done
-  $ENV_SH down >/dev/null 2>&1 || true
+  [ "$KEEP_ENV" = 1 ] || $ENV_SH down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
@@ -89,7 +96,7 @@ leader_pid() {
   timeout 5 "$BIN" --config "$DIR/bridge.toml" status --json 2>/dev/null |
     python3 -c 'import json,sys; d=json.load(sys.stdin); l=d.get("leader") or {}; print((l.get("identity") or {}).get("pid",""))' 2>/dev/null || true
 }
-which_bridge() { local i; for i in 1 2 3; do [ "${BRIDGE[$i]:-}" = "$1" ] && echo "$i"; done; }
+which_bridge() { local i; for i in 1 2 3; do if [ "${BRIDGE[$i]:-}" = "$1" ]; then echo "$i"; fi; done; }
 wait_leader() { # [pid to exclude] -> pid; waits up to 30 s
   local i pid
   for ((i = 0; i < 300; i++)); do
@@ -131,7 +138,7 @@ say "bridges up, leader pid $LEADER, delivery $DELIVERY"
 WRITER=$!
 sleep 3
 
-FAULTS=(kill9 zombie sigterm etcd-leader mariadb-restart broker-restart)
+read -r -a FAULTS <<<"$FAULT_LIST"
 RESULTS=()
 FAILED=0
 for ((r = 0; r < ROUNDS; r++)); do
@@ -200,5 +207,8 @@ printf '%s\n' "${RESULTS[@]}"
 echo
 if ! "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 120; then
   FAILED=1
+  echo "read_uncommitted, for comparison:"
+  "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 20 \
+    --isolation read_uncommitted | grep -E "read|lost|dupl" || true
 fi
 exit $FAILED
