@@ -26,7 +26,12 @@ fn decode(bytes: &[u8], name: &str) -> Result<(u64, Duration), String> {
     let mut at = 4usize;
     let mut rows = 0u64;
     while at + 19 <= bytes.len() {
-        let size = u32::from_le_bytes([bytes[at + 9], bytes[at + 10], bytes[at + 11], bytes[at + 12]]) as usize;
+        let size = u32::from_le_bytes([
+            bytes[at + 9],
+            bytes[at + 10],
+            bytes[at + 11],
+            bytes[at + 12],
+        ]) as usize;
         let Some(ev) = bytes.get(at..at + size) else {
             return Err(format!("truncated event at {at}"));
         };
@@ -90,8 +95,19 @@ fn main() {
     }
     let ours = rows as f64 / best_ours.as_secs_f64();
     let theirs = rows as f64 / best_c.as_secs_f64();
-    println!("file: {path} ({} bytes, {rows} rows), best of {runs}", bytes.len());
-    println!("binlog-bridge decoder: {:>10.0} rows/s ({:.3} s)", ours, best_ours.as_secs_f64());
-    println!("mariadb-binlog -v:     {:>10.0} rows/s ({:.3} s)", theirs, best_c.as_secs_f64());
+    println!(
+        "file: {path} ({} bytes, {rows} rows), best of {runs}",
+        bytes.len()
+    );
+    println!(
+        "binlog-bridge decoder: {:>10.0} rows/s ({:.3} s)",
+        ours,
+        best_ours.as_secs_f64()
+    );
+    println!(
+        "mariadb-binlog -v:     {:>10.0} rows/s ({:.3} s)",
+        theirs,
+        best_c.as_secs_f64()
+    );
     println!("ratio (ours / mariadb-binlog): {:.2}", ours / theirs);
 }

@@ -72,6 +72,57 @@ async fn server_crash_and_restart_mid_stream_loses_and_repeats_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_is_detected_by_read_timeout_and_stream_resumes() {
+    let mut db = PrivateMariaDb::start(3396, &[]);
+    db.sql("CREATE DATABASE src_hung; CREATE TABLE src_hung.t (id INT PRIMARY KEY)");
+    let start = position(&db);
+    db.sql(
+        &(1..=10)
+            .map(|i| format!("INSERT INTO src_hung.t VALUES ({i});"))
+            .collect::<String>(),
+    );
+    let mut cfg = common::mysql_config(&db.bridge_url(), 4206, &["src_hung.*"]);
+    cfg.read_timeout_secs = 2;
+    let opts = SourceOptions {
+        connect_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..SourceOptions::default()
+    };
+    let mut src = BinlogSource::start(&cfg, opts, StartFrom::Position(start))
+        .await
+        .unwrap();
+    let mut evs = common::collect_until(&mut src, Duration::from_secs(20), |e| {
+        common::rows_of(e) == 10
+    })
+    .await;
+    db.signal_pause(true);
+    let reader = tokio::spawn(async move {
+        let more = common::collect_until(&mut src, Duration::from_secs(60), |e| {
+            common::rows_of(e) == 10
+        })
+        .await;
+        (src, more)
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    db.signal_pause(false);
+    db.sql(
+        &(11..=20)
+            .map(|i| format!("INSERT INTO src_hung.t VALUES ({i});"))
+            .collect::<String>(),
+    );
+    let (src, more) = reader.await.unwrap();
+    evs.extend(more);
+    assert_eq!(ids(&evs), (1..=20).collect::<Vec<_>>());
+    assert!(
+        src.reconnects >= 1,
+        "the silent connection was given up and reopened"
+    );
+    drop(src);
+    db.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_position_and_gtid_are_definite_errors() {
     let mut db = PrivateMariaDb::start(3392, &[]);
     db.sql("CREATE DATABASE src_purge; CREATE TABLE src_purge.t (id INT PRIMARY KEY)");

@@ -175,6 +175,23 @@ impl PrivateMariaDb {
         }
     }
 
+    /// SIGSTOP (`pause = true`) or SIGCONT the server: a hung, not a dead, peer.
+    pub fn signal_pause(&self, pause: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let sig = if pause { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
+    }
+
     /// SIGKILL the server (a crash, not a clean shutdown).
     pub fn kill(&mut self) {
         if let Some(mut c) = self.child.take() {
