@@ -333,3 +333,25 @@ fn mutated_and_random_events_never_panic() {
     }
     assert!(ok > 0 && errors > iters / 10, "ok {ok}, errors {errors}");
 }
+
+#[test]
+fn resume_row_index_at_a_non_transaction_start_is_refused() {
+    let mut b = EventBuilder::default();
+    let fde = b.fde();
+    let gtid = b.mysql_gtid(SID, 1);
+    let mut d = Decoder::new(Arc::new(Charsets::default()), TableFilter::default(), true);
+    // Row 3 of a transaction claimed to start 1 byte after the real one.
+    d.resume_at(&Position {
+        file: "binlog.000001".into(),
+        offset: u64::from(b.pos) + 1,
+        row: 3,
+        gtid: None,
+    });
+    d.feed(&fde).unwrap();
+    let e = d.feed(&gtid).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("use a position taken from a delivered event"),
+        "{e}"
+    );
+}

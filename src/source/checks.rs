@@ -22,7 +22,8 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
         let got: Result<Option<String>, _> = conn.query_first(q).await;
         let result = match got {
             Ok(Some(v)) if v.eq_ignore_ascii_case(want) || (want == "ON" && v == "1") => {
-                CheckResult { name, ok: true, detail: format!("{var} = {v}") }
+                let shown = if v == "1" { "ON" } else { v.as_str() };
+                CheckResult { name, ok: true, detail: format!("{var} = {shown}") }
             }
             Ok(Some(v)) => CheckResult {
                 name,

@@ -209,11 +209,11 @@ impl Decoder {
             }
             t::MARIA_GTID => {
                 let (g, _standalone) = events::parse_maria_gtid(body, h.server_id)?;
-                self.begin(h, offset, Some(g), false);
+                self.begin(h, offset, Some(g), false)?;
             }
             t::GTID | t::ANONYMOUS_GTID => {
                 let g = events::parse_mysql_gtid(body, h.type_code == t::ANONYMOUS_GTID)?;
-                self.begin(h, offset, g, false);
+                self.begin(h, offset, g, false)?;
             }
             t::QUERY | t::MARIA_QUERY_COMPRESSED => {
                 let phl = self.post_header(h.type_code, 13);
@@ -282,11 +282,23 @@ impl Decoder {
         Ok(())
     }
 
-    fn begin(&mut self, h: &Header, offset: u64, gtid: Option<Gtid>, begun: bool) {
+    fn begin(
+        &mut self,
+        h: &Header,
+        offset: u64,
+        gtid: Option<Gtid>,
+        begun: bool,
+    ) -> Result<(), DecodeError> {
         let mut skip = 0;
         if let Some(r) = self.resume.take() {
             if r.offset == offset && (r.file == self.file || r.file.is_empty()) {
                 skip = r.row;
+            } else {
+                // Skipping rows of some other transaction would lose data.
+                return Err(DecodeError(format!(
+                    "resume position {r} names row {} of a transaction at offset {}, but the first transaction found starts at {}:{offset}; use a position taken from a delivered event",
+                    r.row, r.offset, self.file
+                )));
             }
         }
         self.txn = Some(Txn {
@@ -304,6 +316,7 @@ impl Decoder {
             index: 0,
             skip,
         });
+        Ok(())
     }
 
     fn query(
@@ -319,7 +332,7 @@ impl Decoder {
             "BEGIN" => {
                 match &mut self.txn {
                     Some(txn) => txn.begun = true,
-                    None => self.begin(h, offset, None, true),
+                    None => self.begin(h, offset, None, true)?,
                 }
                 return Ok(());
             }
@@ -331,7 +344,7 @@ impl Decoder {
             _ => {}
         }
         if self.txn.is_none() {
-            self.begin(h, offset, None, false);
+            self.begin(h, offset, None, false)?;
         }
         if matches!(
             word.as_str(),
