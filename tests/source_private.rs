@@ -123,6 +123,32 @@ async fn hung_server_is_detected_by_read_timeout_and_stream_resumes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_stream_alive() {
+    let mut db = PrivateMariaDb::start(3398, &[]);
+    let start = position(&db);
+    let mut cfg = common::mysql_config(&db.bridge_url(), 4207, &[]);
+    cfg.read_timeout_secs = 2;
+    let mut src = BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Position(start))
+        .await
+        .unwrap();
+    // Silent for 3x the read timeout: only heartbeats (every 1 s) keep it open.
+    let idle = tokio::time::timeout(Duration::from_secs(6), src.next_event()).await;
+    assert!(idle.is_err(), "no change happened: {idle:?}");
+    db.sql("CREATE DATABASE src_idle; CREATE TABLE src_idle.t (id INT PRIMARY KEY); INSERT INTO src_idle.t VALUES (7)");
+    let evs = common::collect_until(&mut src, Duration::from_secs(10), |e| {
+        common::rows_of(e) == 1
+    })
+    .await;
+    assert_eq!(ids(&evs), vec![7]);
+    assert_eq!(
+        src.reconnects, 0,
+        "heartbeats kept the idle connection alive"
+    );
+    drop(src);
+    db.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_position_and_gtid_are_definite_errors() {
     let mut db = PrivateMariaDb::start(3392, &[]);
     db.sql("CREATE DATABASE src_purge; CREATE TABLE src_purge.t (id INT PRIMARY KEY)");
