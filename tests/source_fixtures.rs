@@ -183,6 +183,7 @@ fn mysql8_ddl_is_its_own_gtid_transaction() {
     let mut b = EventBuilder::default();
     let mut d = decoder(true);
     d.feed(&b.fde()).unwrap();
+    d.feed(&b.previous_gtids(SID, 1, 7)).unwrap();
     let start = b.pos;
     d.feed(&b.mysql_gtid(SID, 7)).unwrap();
     d.feed(&b.query("shop", "/* c */ ALTER TABLE items ADD c INT"))
@@ -201,7 +202,7 @@ fn mysql8_ddl_is_its_own_gtid_transaction() {
     assert_eq!(out[1].position.offset, u64::from(b.pos));
     assert_eq!(
         out[1].position.gtid.as_deref(),
-        Some(format!("{UUID}:7").as_str())
+        Some(format!("{UUID}:1-7").as_str())
     );
 }
 
@@ -353,5 +354,40 @@ fn resume_row_index_at_a_non_transaction_start_is_refused() {
         e.to_string()
             .contains("use a position taken from a delivered event"),
         "{e}"
+    );
+}
+
+#[test]
+fn unknown_gtid_state_stays_unknown_until_the_next_file_says() {
+    let mut b = EventBuilder::default();
+    let mut d = decoder(true);
+    d.feed(&b.fde()).unwrap();
+    d.feed(&b.mysql_gtid(SID, 9)).unwrap();
+    d.feed(&b.query("shop", "DROP TABLE x")).unwrap();
+    let out = drain(&mut d);
+    assert_eq!(
+        out[1].position.gtid, None,
+        "a started-mid-file stream does not invent a GTID set"
+    );
+    assert_eq!(
+        out[1].txn.gtid.as_deref(),
+        Some(format!("{UUID}:9").as_str())
+    );
+    // Next file: PREVIOUS_GTIDS makes the state known.
+    d.feed(&b.rotate("binlog.000002", 4)).unwrap();
+    b.pos = 4;
+    d.feed(&b.fde()).unwrap();
+    d.feed(&b.previous_gtids(SID, 1, 10)).unwrap();
+    d.feed(&b.mysql_gtid(SID, 10)).unwrap();
+    d.feed(&b.query("shop", "DROP TABLE y")).unwrap();
+    let out = drain(&mut d);
+    assert_eq!(out[0].position.file, "binlog.000002");
+    assert_eq!(
+        out[0].position.gtid.as_deref(),
+        Some(format!("{UUID}:1-9").as_str())
+    );
+    assert_eq!(
+        out[1].position.gtid.as_deref(),
+        Some(format!("{UUID}:1-10").as_str())
     );
 }

@@ -387,11 +387,11 @@ impl Decoder {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        if let Some(g) = &txn.gtid {
-            match &mut self.gtid {
-                Some(s) => s.apply(g),
-                None => self.gtid = Some(GtidState::from_gtid(g)),
-            }
+        // An unknown state stays unknown (None) rather than becoming a
+        // one-GTID set that would claim everything else was never applied;
+        // the next file's GTID_LIST / PREVIOUS_GTIDS event makes it known.
+        if let (Some(g), Some(s)) = (&txn.gtid, &mut self.gtid) {
+            s.apply(g);
         }
         let mut info = (*txn.info).clone();
         info.xid = xid;
