@@ -239,20 +239,53 @@ async fn each_startup_check_fails_with_its_fix() {
     }
     assert_eq!(msgs.len(), 3, "{all}");
 
-    let weak = common::mysql_config(
-        &format!("mysql://weak:weak@127.0.0.1:{}", db.port),
-        4203,
-        &[],
-    );
-    let e = BinlogSource::start(&weak, SourceOptions::default(), StartFrom::Latest)
+    let weak_url = format!("mysql://weak:weak@127.0.0.1:{}", db.port);
+    let weak = common::mysql_config(&weak_url, 4203, &[]);
+    // (Settings checks off: this server's settings are wrong on purpose.)
+    let no_settings = SourceOptions {
+        check_settings: false,
+        ..SourceOptions::default()
+    };
+    let e = BinlogSource::start(&weak, no_settings, StartFrom::Latest)
         .await
         .err()
         .expect("missing privileges fail");
+    assert!(matches!(e, SourceError::Settings(_)), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("missing REPLICATION SLAVE, BINLOG MONITOR")
-            && msg.contains("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*"),
+        msg.contains("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*"),
         "{msg}"
+    );
+    // BINLOG MONITOR without REPLICATION SLAVE: the dump request itself is refused.
+    db.sql("CREATE USER 'noslave'@'%' IDENTIFIED BY 'n'; GRANT SELECT, BINLOG MONITOR ON *.* TO 'noslave'@'%';");
+    let noslave = common::mysql_config(
+        &format!("mysql://noslave:n@127.0.0.1:{}", db.port),
+        4203,
+        &[],
+    );
+    let no_settings = SourceOptions {
+        check_settings: false,
+        ..SourceOptions::default()
+    };
+    let r = async {
+        let mut src = BinlogSource::start(&noslave, no_settings, StartFrom::Latest).await?;
+        src.next_event().await
+    };
+    let e = tokio::time::timeout(Duration::from_secs(20), r)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, SourceError::Settings(_)), "{e:?}");
+    assert!(e.to_string().contains("REPLICATION SLAVE"), "{e}");
+    // `binlog-bridge check` names what is missing.
+    let mut conn = common::root(&weak_url).await;
+    let r = binlog_bridge::source::checks::privileges(&mut conn).await;
+    assert!(!r[0].ok);
+    assert!(
+        r[0].detail
+            .contains("missing REPLICATION SLAVE, BINLOG MONITOR"),
+        "{}",
+        r[0].detail
     );
     db.stop();
 

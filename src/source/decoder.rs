@@ -260,6 +260,11 @@ impl Decoder {
                     "INCIDENT event: the server lost binlog data here (e.g. a failed multi-table write); the stream cannot continue safely — re-snapshot",
                 ))
             }
+            t::XA_PREPARE => {
+                // An XA transaction's binlog part ends at its prepare; its
+                // later XA COMMIT / XA ROLLBACK is a transaction of its own.
+                self.commit(h, end, None);
+            }
             t::TRANSACTION_PAYLOAD => {
                 return Err(DecodeError::new(
                     "TRANSACTION_PAYLOAD event: binlog_transaction_compression=ON is not supported; turn it off on the server",
