@@ -391,3 +391,30 @@ fn unknown_gtid_state_stays_unknown_until_the_next_file_says() {
         Some(format!("{UUID}:1-10").as_str())
     );
 }
+
+#[test]
+fn mariadb_gtid_is_begin_unless_standalone() {
+    let mut b = EventBuilder::default();
+    let cols = columns();
+    let mut d = decoder(true);
+    d.feed(&b.fde()).unwrap();
+    // DML: GTID, a statement that is not DDL, rows, then COMMIT (non-transactional engine).
+    d.feed(&b.maria_gtid(0, 10, false)).unwrap();
+    d.feed(&b.query("shop", "SAVEPOINT a")).unwrap();
+    d.feed(&b.table_map(70, "shop", "items", &cols, &[0]))
+        .unwrap();
+    d.feed(&b.rows(23, 70, cols.len(), &row(1, "a"))).unwrap();
+    d.feed(&b.query("shop", "COMMIT")).unwrap();
+    // DDL: standalone GTID then the statement.
+    d.feed(&b.maria_gtid(0, 11, true)).unwrap();
+    d.feed(&b.query("shop", "TRUNCATE items")).unwrap();
+    let kinds: Vec<&str> = drain(&mut d)
+        .iter()
+        .map(|e| match e.kind {
+            EventKind::Row(_) => "row",
+            EventKind::Schema(_) => "schema",
+            EventKind::Commit => "commit",
+        })
+        .collect();
+    assert_eq!(kinds, ["row", "commit", "schema", "commit"]);
+}

@@ -208,8 +208,10 @@ impl Decoder {
                 }
             }
             t::MARIA_GTID => {
-                let (g, _standalone) = events::parse_maria_gtid(body, h.server_id)?;
-                self.begin(h, offset, Some(g), false)?;
+                // A MariaDB GTID event stands for BEGIN unless it is standalone
+                // (DDL): then the single following statement is the transaction.
+                let (g, standalone) = events::parse_maria_gtid(body, h.server_id)?;
+                self.begin(h, offset, Some(g), !standalone)?;
             }
             t::GTID | t::ANONYMOUS_GTID => {
                 let g = events::parse_mysql_gtid(body, h.type_code == t::ANONYMOUS_GTID)?;
