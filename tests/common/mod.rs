@@ -116,19 +116,28 @@ impl PrivateMariaDb {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         // Install with the plain config (the bootstrap refuses some options), run with `extra`.
         Self::write_cnf(dir.path(), port, &[]);
-        let out = Command::new("mariadb-install-db")
-            .arg(format!(
-                "--defaults-file={}",
-                dir.path().join("my.cnf").display()
-            ))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .output()
-            .expect("mariadb-install-db runs");
+        let install = || {
+            Command::new("mariadb-install-db")
+                .arg(format!(
+                    "--defaults-file={}",
+                    dir.path().join("my.cnf").display()
+                ))
+                .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+                .output()
+                .expect("mariadb-install-db runs")
+        };
+        let mut out = install();
+        if !out.status.success() {
+            // Seen once under heavy parallel load: retry on a clean data dir.
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            out = install();
+        }
         assert!(
             out.status.success(),
-            "install-db: {}{}",
+            "install-db: {}{}\nerr.log: {}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default()
         );
         Self::write_cnf(dir.path(), port, &extra);
         let mut s = PrivateMariaDb {
