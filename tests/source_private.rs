@@ -149,6 +149,34 @@ async fn heartbeats_keep_an_idle_stream_alive() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_for_good_is_reported_after_retry_for() {
+    let mut db = PrivateMariaDb::start(3390, &[]);
+    let cfg = common::mysql_config(&db.bridge_url(), 4208, &[]);
+    let opts = SourceOptions {
+        connect_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        retry_for: Some(Duration::from_secs(2)),
+        ..SourceOptions::default()
+    };
+    let mut src = BinlogSource::start(&cfg, opts, StartFrom::Latest)
+        .await
+        .unwrap();
+    db.kill();
+    let t = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), src.next_event())
+        .await
+        .expect("gives up in time")
+        .expect_err("no server, no event");
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "retried for retry_for first"
+    );
+    assert!(src.reconnects == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_position_and_gtid_are_definite_errors() {
     let mut db = PrivateMariaDb::start(3392, &[]);
     db.sql("CREATE DATABASE src_purge; CREATE TABLE src_purge.t (id INT PRIMARY KEY)");

@@ -20,8 +20,9 @@
 //! - Errors: [`SourceError::is_transient`] errors (network, restart) are
 //!   retried inside `next_event` with capped exponential backoff and jitter,
 //!   resuming after the last event handed out, so the caller never sees a
-//!   row twice or misses one. Anything `next_event` returns is definite:
-//!   stop and print it.
+//!   row twice or misses one. `next_event` returns a transient error only
+//!   when `SourceOptions::retry_for` has run out; anything else it returns is
+//!   definite: stop, print it, and drop the source.
 //! - Memory: at most one binlog event's rows are decoded ahead, plus a
 //!   bounded channel of raw events (`SourceOptions::channel_capacity`).
 //! - Row index: counts every event the source delivers for a transaction
@@ -119,6 +120,9 @@ pub struct SourceOptions {
     pub channel_capacity: usize,
     /// Run the server-settings checks on start (and fail if one fails).
     pub check_settings: bool,
+    /// Give up reconnecting after this long and return the transient error
+    /// (None: retry forever).
+    pub retry_for: Option<Duration>,
 }
 
 impl Default for SourceOptions {
@@ -129,6 +133,7 @@ impl Default for SourceOptions {
             max_backoff: Duration::from_secs(30),
             channel_capacity: 256,
             check_settings: true,
+            retry_for: None,
         }
     }
 }
@@ -314,8 +319,12 @@ impl BinlogSource {
     ///
     /// Transient failures are retried here (backoff with jitter, resuming
     /// after the last returned event). An error returned is definite.
+    ///
+    /// Cancel-safe: dropping the future loses no event (an interrupted
+    /// reconnect is simply redone on the next call).
     pub async fn next_event(&mut self) -> Result<ChangeEvent, SourceError> {
         let mut attempt: u32 = 0;
+        let since = std::time::Instant::now();
         loop {
             match self.try_next().await {
                 Ok(ev) => {
@@ -326,6 +335,9 @@ impl BinlogSource {
                     return Ok(ev);
                 }
                 Err(e) if e.is_transient() => {
+                    if self.options.retry_for.is_some_and(|d| since.elapsed() >= d) {
+                        return Err(e);
+                    }
                     attempt = attempt.saturating_add(1);
                     let base = self
                         .options
