@@ -7,9 +7,9 @@
 //! - [`event`]: the seam type between the binlog source and the Kafka sink;
 //! - [`cli`]: the subcommands.
 
-pub mod check;
 pub mod cli;
 pub mod config;
 pub mod event;
-pub mod source;
 pub mod telemetry;
+pub mod check;
+pub mod source;
