@@ -23,3 +23,5 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
+pub mod check;
+pub mod source;

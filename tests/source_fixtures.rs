@@ -183,6 +183,7 @@ fn mysql8_ddl_is_its_own_gtid_transaction() {
     let mut b = EventBuilder::default();
     let mut d = decoder(true);
     d.feed(&b.fde()).unwrap();
+    d.feed(&b.previous_gtids(SID, 1, 7)).unwrap();
     let start = b.pos;
     d.feed(&b.mysql_gtid(SID, 7)).unwrap();
     d.feed(&b.query("shop", "/* c */ ALTER TABLE items ADD c INT"))
@@ -201,7 +202,7 @@ fn mysql8_ddl_is_its_own_gtid_transaction() {
     assert_eq!(out[1].position.offset, u64::from(b.pos));
     assert_eq!(
         out[1].position.gtid.as_deref(),
-        Some(format!("{UUID}:7").as_str())
+        Some(format!("{UUID}:1-7").as_str())
     );
 }
 
@@ -332,4 +333,88 @@ fn mutated_and_random_events_never_panic() {
         drain(&mut d);
     }
     assert!(ok > 0 && errors > iters / 10, "ok {ok}, errors {errors}");
+}
+
+#[test]
+fn resume_row_index_at_a_non_transaction_start_is_refused() {
+    let mut b = EventBuilder::default();
+    let fde = b.fde();
+    let gtid = b.mysql_gtid(SID, 1);
+    let mut d = Decoder::new(Arc::new(Charsets::default()), TableFilter::default(), true);
+    // Row 3 of a transaction claimed to start 1 byte after the real one.
+    d.resume_at(&Position {
+        file: "binlog.000001".into(),
+        offset: u64::from(b.pos) + 1,
+        row: 3,
+        gtid: None,
+    });
+    d.feed(&fde).unwrap();
+    let e = d.feed(&gtid).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("use a position taken from a delivered event"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_gtid_state_stays_unknown_until_the_next_file_says() {
+    let mut b = EventBuilder::default();
+    let mut d = decoder(true);
+    d.feed(&b.fde()).unwrap();
+    d.feed(&b.mysql_gtid(SID, 9)).unwrap();
+    d.feed(&b.query("shop", "DROP TABLE x")).unwrap();
+    let out = drain(&mut d);
+    assert_eq!(
+        out[1].position.gtid, None,
+        "a started-mid-file stream does not invent a GTID set"
+    );
+    assert_eq!(
+        out[1].txn.gtid.as_deref(),
+        Some(format!("{UUID}:9").as_str())
+    );
+    // Next file: PREVIOUS_GTIDS makes the state known.
+    d.feed(&b.rotate("binlog.000002", 4)).unwrap();
+    b.pos = 4;
+    d.feed(&b.fde()).unwrap();
+    d.feed(&b.previous_gtids(SID, 1, 10)).unwrap();
+    d.feed(&b.mysql_gtid(SID, 10)).unwrap();
+    d.feed(&b.query("shop", "DROP TABLE y")).unwrap();
+    let out = drain(&mut d);
+    assert_eq!(out[0].position.file, "binlog.000002");
+    assert_eq!(
+        out[0].position.gtid.as_deref(),
+        Some(format!("{UUID}:1-9").as_str())
+    );
+    assert_eq!(
+        out[1].position.gtid.as_deref(),
+        Some(format!("{UUID}:1-10").as_str())
+    );
+}
+
+#[test]
+fn mariadb_gtid_is_begin_unless_standalone() {
+    let mut b = EventBuilder::default();
+    let cols = columns();
+    let mut d = decoder(true);
+    d.feed(&b.fde()).unwrap();
+    // DML: GTID, a statement that is not DDL, rows, then COMMIT (non-transactional engine).
+    d.feed(&b.maria_gtid(0, 10, false)).unwrap();
+    d.feed(&b.query("shop", "SAVEPOINT a")).unwrap();
+    d.feed(&b.table_map(70, "shop", "items", &cols, &[0]))
+        .unwrap();
+    d.feed(&b.rows(23, 70, cols.len(), &row(1, "a"))).unwrap();
+    d.feed(&b.query("shop", "COMMIT")).unwrap();
+    // DDL: standalone GTID then the statement.
+    d.feed(&b.maria_gtid(0, 11, true)).unwrap();
+    d.feed(&b.query("shop", "TRUNCATE items")).unwrap();
+    let kinds: Vec<&str> = drain(&mut d)
+        .iter()
+        .map(|e| match e.kind {
+            EventKind::Row(_) => "row",
+            EventKind::Schema(_) => "schema",
+            EventKind::Commit => "commit",
+        })
+        .collect();
+    assert_eq!(kinds, ["row", "commit", "schema", "commit"]);
 }

@@ -72,6 +72,111 @@ async fn server_crash_and_restart_mid_stream_loses_and_repeats_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hung_server_is_detected_by_read_timeout_and_stream_resumes() {
+    let mut db = PrivateMariaDb::start(3396, &[]);
+    db.sql("CREATE DATABASE src_hung; CREATE TABLE src_hung.t (id INT PRIMARY KEY)");
+    let start = position(&db);
+    db.sql(
+        &(1..=10)
+            .map(|i| format!("INSERT INTO src_hung.t VALUES ({i});"))
+            .collect::<String>(),
+    );
+    let mut cfg = common::mysql_config(&db.bridge_url(), 4206, &["src_hung.*"]);
+    cfg.read_timeout_secs = 2;
+    let opts = SourceOptions {
+        connect_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(300),
+        ..SourceOptions::default()
+    };
+    let mut src = BinlogSource::start(&cfg, opts, StartFrom::Position(start))
+        .await
+        .unwrap();
+    let mut evs = common::collect_until(&mut src, Duration::from_secs(20), |e| {
+        common::rows_of(e) == 10
+    })
+    .await;
+    db.signal_pause(true);
+    let reader = tokio::spawn(async move {
+        let more = common::collect_until(&mut src, Duration::from_secs(60), |e| {
+            common::rows_of(e) == 10
+        })
+        .await;
+        (src, more)
+    });
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    db.signal_pause(false);
+    db.sql(
+        &(11..=20)
+            .map(|i| format!("INSERT INTO src_hung.t VALUES ({i});"))
+            .collect::<String>(),
+    );
+    let (src, more) = reader.await.unwrap();
+    evs.extend(more);
+    assert_eq!(ids(&evs), (1..=20).collect::<Vec<_>>());
+    assert!(
+        src.reconnects >= 1,
+        "the silent connection was given up and reopened"
+    );
+    drop(src);
+    db.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heartbeats_keep_an_idle_stream_alive() {
+    let mut db = PrivateMariaDb::start(3398, &[]);
+    let start = position(&db);
+    let mut cfg = common::mysql_config(&db.bridge_url(), 4207, &[]);
+    cfg.read_timeout_secs = 2;
+    let mut src = BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Position(start))
+        .await
+        .unwrap();
+    // Silent for 3x the read timeout: only heartbeats (every 1 s) keep it open.
+    let idle = tokio::time::timeout(Duration::from_secs(6), src.next_event()).await;
+    assert!(idle.is_err(), "no change happened: {idle:?}");
+    db.sql("CREATE DATABASE src_idle; CREATE TABLE src_idle.t (id INT PRIMARY KEY); INSERT INTO src_idle.t VALUES (7)");
+    let evs = common::collect_until(&mut src, Duration::from_secs(10), |e| {
+        common::rows_of(e) == 1
+    })
+    .await;
+    assert_eq!(ids(&evs), vec![7]);
+    assert_eq!(
+        src.reconnects, 0,
+        "heartbeats kept the idle connection alive"
+    );
+    drop(src);
+    db.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_gone_for_good_is_reported_after_retry_for() {
+    let mut db = PrivateMariaDb::start(3390, &[]);
+    let cfg = common::mysql_config(&db.bridge_url(), 4208, &[]);
+    let opts = SourceOptions {
+        connect_timeout: Duration::from_secs(1),
+        min_backoff: Duration::from_millis(50),
+        max_backoff: Duration::from_millis(200),
+        retry_for: Some(Duration::from_secs(2)),
+        ..SourceOptions::default()
+    };
+    let mut src = BinlogSource::start(&cfg, opts, StartFrom::Latest)
+        .await
+        .unwrap();
+    db.kill();
+    let t = std::time::Instant::now();
+    let e = tokio::time::timeout(Duration::from_secs(20), src.next_event())
+        .await
+        .expect("gives up in time")
+        .expect_err("no server, no event");
+    assert!(e.is_transient(), "{e:?}");
+    assert!(
+        t.elapsed() >= Duration::from_secs(2),
+        "retried for retry_for first"
+    );
+    assert!(src.reconnects == 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_position_and_gtid_are_definite_errors() {
     let mut db = PrivateMariaDb::start(3392, &[]);
     db.sql("CREATE DATABASE src_purge; CREATE TABLE src_purge.t (id INT PRIMARY KEY)");
@@ -162,20 +267,53 @@ async fn each_startup_check_fails_with_its_fix() {
     }
     assert_eq!(msgs.len(), 3, "{all}");
 
-    let weak = common::mysql_config(
-        &format!("mysql://weak:weak@127.0.0.1:{}", db.port),
-        4203,
-        &[],
-    );
-    let e = BinlogSource::start(&weak, SourceOptions::default(), StartFrom::Latest)
+    let weak_url = format!("mysql://weak:weak@127.0.0.1:{}", db.port);
+    let weak = common::mysql_config(&weak_url, 4203, &[]);
+    // (Settings checks off: this server's settings are wrong on purpose.)
+    let no_settings = SourceOptions {
+        check_settings: false,
+        ..SourceOptions::default()
+    };
+    let e = BinlogSource::start(&weak, no_settings, StartFrom::Latest)
         .await
         .err()
         .expect("missing privileges fail");
+    assert!(matches!(e, SourceError::Settings(_)), "{e:?}");
     let msg = e.to_string();
     assert!(
-        msg.contains("missing REPLICATION SLAVE, BINLOG MONITOR")
-            && msg.contains("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*"),
+        msg.contains("GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.*"),
         "{msg}"
+    );
+    // BINLOG MONITOR without REPLICATION SLAVE: the dump request itself is refused.
+    db.sql("CREATE USER 'noslave'@'%' IDENTIFIED BY 'n'; GRANT SELECT, BINLOG MONITOR ON *.* TO 'noslave'@'%';");
+    let noslave = common::mysql_config(
+        &format!("mysql://noslave:n@127.0.0.1:{}", db.port),
+        4203,
+        &[],
+    );
+    let no_settings = SourceOptions {
+        check_settings: false,
+        ..SourceOptions::default()
+    };
+    let r = async {
+        let mut src = BinlogSource::start(&noslave, no_settings, StartFrom::Latest).await?;
+        src.next_event().await
+    };
+    let e = tokio::time::timeout(Duration::from_secs(20), r)
+        .await
+        .unwrap()
+        .unwrap_err();
+    assert!(matches!(e, SourceError::Settings(_)), "{e:?}");
+    assert!(e.to_string().contains("REPLICATION SLAVE"), "{e}");
+    // `binlog-bridge check` names what is missing.
+    let mut conn = common::root(&weak_url).await;
+    let r = binlog_bridge::source::checks::privileges(&mut conn).await;
+    assert!(!r[0].ok);
+    assert!(
+        r[0].detail
+            .contains("missing REPLICATION SLAVE, BINLOG MONITOR"),
+        "{}",
+        r[0].detail
     );
     db.stop();
 

@@ -30,6 +30,7 @@ const COLUMNS: &str = "
   tt TINYTEXT, tx TEXT, mt MEDIUMTEXT, lt LONGTEXT,
   bn BINARY(8), vb VARBINARY(20), tb TINYBLOB, bl BLOB, mb MEDIUMBLOB, lb LONGBLOB,
   e ENUM('a','b','c'), s SET('x','y','z'),
+  el ENUM('é','ü','€') CHARACTER SET latin1, sl SET('ä','ö') CHARACTER SET latin1,
   j JSON, g GEOMETRY, p POINT
 ";
 
@@ -46,6 +47,7 @@ fn rows() -> Vec<(u32, String)> {
         '','','','','','','','',
         '','','','','','',
         'a','',
+        'é','',
         '[]',ST_GeomFromText('POINT(0 0)'),ST_GeomFromText('POINT(-1.5 2.25)')";
     let max = "127,255,32767,65535,8388607,16777215,2147483647,4294967295,9223372036854775807,18446744073709551615,
         3.40282e38,1.7976931348623157e308,
@@ -58,6 +60,7 @@ fn rows() -> Vec<(u32, String)> {
         'abcdefghij',REPEAT('é',300),REPEAT('ÿ',20),'ÿÿÿÿÿ',REPEAT('x',255),REPEAT('y',1000),REPEAT('z',70000),REPEAT('w',100000),
         x'FFFFFFFFFFFFFFFF',REPEAT(x'FF',20),REPEAT(x'00',255),REPEAT(x'01',1000),REPEAT(x'02',70000),REPEAT(x'03',100000),
         'c','x,y,z',
+        '€','ä,ö',
         '{\"a\": [1, 2.5, {\"b\": null, \"c\": [true, false]}], \"d\": \"😀\", \"e\": {\"f\": {\"g\": {}}}}',
         ST_GeomFromText('POLYGON((0 0,10 0,10 10,0 10,0 0))'),ST_GeomFromText('POINT(1e300 -1e-300)')";
     let mid = "-1,1,-2,2,-3,3,-4,4,-5,5,
@@ -71,8 +74,9 @@ fn rows() -> Vec<(u32, String)> {
         '😀𝄞',CONCAT('héllo ', '😀', ' wörld'),'é€ÿ','a€b','Ω😀','t😀x','m😀t','l😀t',
         x'61000000',x'780000',x'00',x'0000',x'00ff00',x'',
         'b','y',
+        'ü','ö',
         '{\"k\": \"v\", \"n\": [[[]]], \"u\": \"\\\\u00e9\"}',NULL,ST_GeomFromText('POINT(3 4)')";
-    let nulls = vec!["NULL"; 52].join(",");
+    let nulls = vec!["NULL"; 54].join(",");
     vec![
         (1, min.to_string()),
         (2, max.to_string()),

@@ -22,7 +22,8 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
         let got: Result<Option<String>, _> = conn.query_first(q).await;
         let result = match got {
             Ok(Some(v)) if v.eq_ignore_ascii_case(want) || (want == "ON" && v == "1") => {
-                CheckResult { name, ok: true, detail: format!("{var} = {v}") }
+                let shown = if v == "1" { "ON" } else { v.as_str() };
+                CheckResult { name, ok: true, detail: format!("{var} = {shown}") }
             }
             Ok(Some(v)) => CheckResult {
                 name,
@@ -45,8 +46,32 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
         };
         out.push(result);
     }
+    // MySQL 8 only (MariaDB has no such variables): features whose events the
+    // source refuses to decode.
+    for (var, want, fix) in MYSQL_ONLY {
+        let got: Result<Option<String>, _> =
+            conn.query_first(format!("SELECT @@GLOBAL.{var}")).await;
+        if let Ok(Some(v)) = got {
+            let ok = v.eq_ignore_ascii_case(want) || (want == "OFF" && v == "0");
+            out.push(CheckResult {
+                name: format!("mysql {var}"),
+                ok,
+                detail: if ok {
+                    format!("{var} = {v:?}")
+                } else {
+                    format!("{var} = {v:?}, need {want:?}: {fix}")
+                },
+            });
+        }
+    }
     out
 }
+
+/// `(variable, required value, how to fix)` for MySQL 8 servers.
+const MYSQL_ONLY: [(&str, &str, &str); 2] = [
+    ("binlog_row_value_options", "", "SET PERSIST binlog_row_value_options='' (partial JSON updates are not decoded)"),
+    ("binlog_transaction_compression", "OFF", "SET PERSIST binlog_transaction_compression=OFF (compressed transaction payloads are not decoded)"),
+];
 
 /// The GRANT statement the bridge user needs.
 pub const GRANT_HINT: &str = "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '<user>'@'<host>' (MySQL: REPLICATION CLIENT instead of BINLOG MONITOR)";

@@ -208,12 +208,14 @@ impl Decoder {
                 }
             }
             t::MARIA_GTID => {
-                let (g, _standalone) = events::parse_maria_gtid(body, h.server_id)?;
-                self.begin(h, offset, Some(g), false);
+                // A MariaDB GTID event stands for BEGIN unless it is standalone
+                // (DDL): then the single following statement is the transaction.
+                let (g, standalone) = events::parse_maria_gtid(body, h.server_id)?;
+                self.begin(h, offset, Some(g), !standalone)?;
             }
             t::GTID | t::ANONYMOUS_GTID => {
                 let g = events::parse_mysql_gtid(body, h.type_code == t::ANONYMOUS_GTID)?;
-                self.begin(h, offset, g, false);
+                self.begin(h, offset, g, false)?;
             }
             t::QUERY | t::MARIA_QUERY_COMPRESSED => {
                 let phl = self.post_header(h.type_code, 13);
@@ -260,6 +262,11 @@ impl Decoder {
                     "INCIDENT event: the server lost binlog data here (e.g. a failed multi-table write); the stream cannot continue safely — re-snapshot",
                 ))
             }
+            t::XA_PREPARE => {
+                // An XA transaction's binlog part ends at its prepare; its
+                // later XA COMMIT / XA ROLLBACK is a transaction of its own.
+                self.commit(h, end, None);
+            }
             t::TRANSACTION_PAYLOAD => {
                 return Err(DecodeError::new(
                     "TRANSACTION_PAYLOAD event: binlog_transaction_compression=ON is not supported; turn it off on the server",
@@ -282,11 +289,23 @@ impl Decoder {
         Ok(())
     }
 
-    fn begin(&mut self, h: &Header, offset: u64, gtid: Option<Gtid>, begun: bool) {
+    fn begin(
+        &mut self,
+        h: &Header,
+        offset: u64,
+        gtid: Option<Gtid>,
+        begun: bool,
+    ) -> Result<(), DecodeError> {
         let mut skip = 0;
         if let Some(r) = self.resume.take() {
             if r.offset == offset && (r.file == self.file || r.file.is_empty()) {
                 skip = r.row;
+            } else {
+                // Skipping rows of some other transaction would lose data.
+                return Err(DecodeError(format!(
+                    "resume position {r} names row {} of a transaction at offset {}, but the first transaction found starts at {}:{offset}; use a position taken from a delivered event",
+                    r.row, r.offset, self.file
+                )));
             }
         }
         self.txn = Some(Txn {
@@ -304,6 +323,7 @@ impl Decoder {
             index: 0,
             skip,
         });
+        Ok(())
     }
 
     fn query(
@@ -319,7 +339,7 @@ impl Decoder {
             "BEGIN" => {
                 match &mut self.txn {
                     Some(txn) => txn.begun = true,
-                    None => self.begin(h, offset, None, true),
+                    None => self.begin(h, offset, None, true)?,
                 }
                 return Ok(());
             }
@@ -331,7 +351,7 @@ impl Decoder {
             _ => {}
         }
         if self.txn.is_none() {
-            self.begin(h, offset, None, false);
+            self.begin(h, offset, None, false)?;
         }
         if matches!(
             word.as_str(),
@@ -374,11 +394,11 @@ impl Decoder {
         let Some(txn) = self.txn.take() else {
             return;
         };
-        if let Some(g) = &txn.gtid {
-            match &mut self.gtid {
-                Some(s) => s.apply(g),
-                None => self.gtid = Some(GtidState::from_gtid(g)),
-            }
+        // An unknown state stays unknown (None) rather than becoming a
+        // one-GTID set that would claim everything else was never applied;
+        // the next file's GTID_LIST / PREVIOUS_GTIDS event makes it known.
+        if let (Some(g), Some(s)) = (&txn.gtid, &mut self.gtid) {
+            s.apply(g);
         }
         let mut info = (*txn.info).clone();
         info.xid = xid;

@@ -70,7 +70,11 @@ pub(crate) fn classify_server_error(code: u16, message: &str, what: &str) -> Sou
         // ER_MASTER_FATAL_ERROR_READING_BINLOG: purged file, GTID not in binlog, bad position.
         1236 => {
             let m = message.to_ascii_lowercase();
-            if m.contains("could not find")
+            if m.contains("not in the master's binlog") || m.contains("not in the master binlog") {
+                SourceError::Refused(format!(
+                    "error {code}: {message}; the requested GTID is newer than anything this server has written (is this the right server?)"
+                ))
+            } else if m.contains("could not find")
                 || m.contains("purged")
                 || m.contains("first log file name")
                 || m.contains("gtid")

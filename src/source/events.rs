@@ -22,6 +22,7 @@ pub mod t {
     pub const GTID: u8 = 33;
     pub const ANONYMOUS_GTID: u8 = 34;
     pub const PREVIOUS_GTIDS: u8 = 35;
+    pub const XA_PREPARE: u8 = 38;
     pub const TRANSACTION_PAYLOAD: u8 = 40;
     pub const HEARTBEAT_V2: u8 = 41;
     pub const MARIA_ANNOTATE_ROWS: u8 = 160;

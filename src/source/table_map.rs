@@ -152,8 +152,8 @@ struct Optional {
     enum_set_default: Option<(u32, Vec<(usize, u32)>)>,
     enum_set_charsets: Option<Vec<u32>>,
     names: Option<Vec<String>>,
-    set_values: Vec<Vec<String>>,
-    enum_values: Vec<Vec<String>>,
+    set_values: Vec<Vec<Vec<u8>>>,
+    enum_values: Vec<Vec<Vec<u8>>>,
     geometry_types: Vec<u64>,
     primary_key: Vec<usize>,
 }
@@ -169,13 +169,26 @@ fn read_default_charset(r: &mut Reader<'_>) -> Result<(u32, Vec<(usize, u32)>), 
     Ok((default, pairs))
 }
 
-fn read_strings(r: &mut Reader<'_>, what: &str) -> Result<Vec<String>, DecodeError> {
+/// ENUM/SET member names, raw: they are in the column's charset.
+fn read_strings(r: &mut Reader<'_>, what: &str) -> Result<Vec<Vec<u8>>, DecodeError> {
     let n = r.packed_len(what)?;
     let mut v = Vec::with_capacity(n);
     for _ in 0..n {
-        v.push(String::from_utf8_lossy(r.packed_bytes(what)?).into_owned());
+        v.push(r.packed_bytes(what)?.to_vec());
     }
     Ok(v)
+}
+
+fn members_in(
+    raw: Option<&Vec<Vec<u8>>>,
+    cs: Charset,
+    what: &str,
+) -> Result<Arc<[String]>, DecodeError> {
+    let mut out = Vec::new();
+    for m in raw.map(Vec::as_slice).unwrap_or_default() {
+        out.push(super::charset::decode(cs, m, what)?);
+    }
+    Ok(Arc::from(out))
 }
 
 fn read_optional(mut r: Reader<'_>, ncols: usize) -> Result<Optional, DecodeError> {
@@ -346,10 +359,10 @@ pub fn parse(
             ))?;
             n_enumset += 1;
             if real == ty::ENUM {
-                members = Arc::from(opt.enum_values.get(n_enum).cloned().unwrap_or_default());
+                members = members_in(opt.enum_values.get(n_enum), charset, &name)?;
                 n_enum += 1;
             } else {
-                members = Arc::from(opt.set_values.get(n_set).cloned().unwrap_or_default());
+                members = members_in(opt.set_values.get(n_set), charset, &name)?;
                 n_set += 1;
             }
         }

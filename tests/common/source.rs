@@ -116,19 +116,28 @@ impl PrivateMariaDb {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
         // Install with the plain config (the bootstrap refuses some options), run with `extra`.
         Self::write_cnf(dir.path(), port, &[]);
-        let out = Command::new("mariadb-install-db")
-            .arg(format!(
-                "--defaults-file={}",
-                dir.path().join("my.cnf").display()
-            ))
-            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-            .output()
-            .expect("mariadb-install-db runs");
+        let install = || {
+            Command::new("mariadb-install-db")
+                .arg(format!(
+                    "--defaults-file={}",
+                    dir.path().join("my.cnf").display()
+                ))
+                .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+                .output()
+                .expect("mariadb-install-db runs")
+        };
+        let mut out = install();
+        if !out.status.success() {
+            // Seen once under heavy parallel load: retry on a clean data dir.
+            let _ = std::fs::remove_dir_all(dir.path().join("data"));
+            out = install();
+        }
         assert!(
             out.status.success(),
-            "install-db: {}{}",
+            "install-db: {}{}\nerr.log: {}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(dir.path().join("err.log")).unwrap_or_default()
         );
         Self::write_cnf(dir.path(), port, &extra);
         let mut s = PrivateMariaDb {
@@ -173,6 +182,23 @@ impl PrivateMariaDb {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// SIGSTOP (`pause = true`) or SIGCONT the server: a hung, not a dead, peer.
+    pub fn signal_pause(&self, pause: bool) {
+        let pid = self
+            .child
+            .as_ref()
+            .expect("server running")
+            .id()
+            .to_string();
+        let sig = if pause { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill {sig} {pid}");
     }
 
     /// SIGKILL the server (a crash, not a clean shutdown).
