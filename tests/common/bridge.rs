@@ -34,52 +34,81 @@ const CHILD_MARKER: &str = "--- binlog-bridge child output ---";
 /// How to start a `binlog-bridge` process.
 ///
 /// Normally the real binary (`CARGO_BIN_EXE_binlog-bridge`). But while
-/// several worktrees share one CARGO_TARGET_DIR, that path is overwritten by
-/// whichever worktree built last, so: hard-link it (a rebuild replaces the
-/// file, our link keeps the inode), check that the linked binary has this
-/// branch's hidden `heartbeat` command, and use the link. If it does not,
-/// fall back to re-executing this test binary as the CLI (see
-/// [`child_main`]: the same `Cli::parse` + `dispatch` that main.rs runs).
+/// several worktrees share one CARGO_TARGET_DIR, that file is rewritten (in
+/// place, hard links do not help) by whichever worktree built last. So the
+/// tests run a private copy, made once per build (keyed by size and mtime)
+/// and checked to have this branch's hidden `heartbeat` command. If the
+/// binary there is another branch's, they fall back to re-executing this
+/// test binary as the CLI (see [`child_main`]: the same `Cli::parse` +
+/// `dispatch` main.rs runs). `BB_COORD_TEST_SELF_EXEC=1` forces that.
 enum Program {
     Binary(PathBuf),
     SelfExec(PathBuf),
 }
 
+fn has_heartbeat(bin: &std::path::Path) -> bool {
+    Command::new(bin)
+        .args(["heartbeat", "--help"])
+        .output()
+        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--tick-ms"))
+        .unwrap_or(false)
+}
+
+fn stamp(p: &std::path::Path) -> Option<(u64, u128)> {
+    let m = std::fs::metadata(p).ok()?;
+    let t = m
+        .modified()
+        .ok()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .ok()?;
+    Some((m.len(), t.as_nanos()))
+}
+
+fn private_copy() -> Option<PathBuf> {
+    let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
+    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    let (len, mtime) = stamp(&real)?;
+    let copy = tmp.join(format!("coord-bin-{len}-{mtime}"));
+    if copy.exists() {
+        return has_heartbeat(&copy).then_some(copy);
+    }
+    // Copies of older builds: remove those made more than an hour ago.
+    if let Ok(dir) = std::fs::read_dir(&tmp) {
+        for e in dir.flatten() {
+            let old = e.file_name().to_string_lossy().starts_with("coord-bin-")
+                && e.metadata()
+                    .and_then(|m| m.modified())
+                    .map(|t| t.elapsed().map(|d| d.as_secs() > 3600).unwrap_or(false))
+                    .unwrap_or(false);
+            if old {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    let partial = tmp.join(format!("coord-bin-{len}-{mtime}.{}", std::process::id()));
+    std::fs::copy(&real, &partial).ok()?;
+    // Rewritten while we copied: give up on the real binary this time.
+    if stamp(&real) != Some((len, mtime)) || !has_heartbeat(&partial) {
+        let _ = std::fs::remove_file(&partial);
+        return None;
+    }
+    std::fs::rename(&partial, &copy).ok()?;
+    Some(copy)
+}
+
 fn program() -> &'static Program {
     static P: OnceLock<Program> = OnceLock::new();
     P.get_or_init(|| {
-        let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        // Links of test processes that are gone pin old binaries: remove them.
-        if let Ok(dir) = std::fs::read_dir(&tmp) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("coord-bin-") {
-                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
-        let link = tmp.join(format!("coord-bin-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        let linked = std::fs::hard_link(&real, &link).is_ok();
         let forced_self = std::env::var_os("BB_COORD_TEST_SELF_EXEC").is_some();
-        let ours = linked
-            && !forced_self
-            && Command::new(&link)
-                .args(["heartbeat", "--help"])
-                .output()
-                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--tick-ms"))
-                .unwrap_or(false);
-        if ours {
-            Program::Binary(link)
-        } else {
-            eprintln!(
-                "note: {} is not this branch's build (shared target dir); running the CLI through the test binary instead",
-                real.display()
-            );
-            Program::SelfExec(std::env::current_exe().expect("current_exe"))
+        match private_copy().filter(|_| !forced_self) {
+            Some(copy) => Program::Binary(copy),
+            None => {
+                eprintln!(
+                    "note: {} is not this branch's build (shared target dir); running the CLI through the test binary",
+                    env!("CARGO_BIN_EXE_binlog-bridge")
+                );
+                Program::SelfExec(std::env::current_exe().expect("current_exe"))
+            }
         }
     })
 }
