@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EtcdConfig;
 use crate::coord::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, CheckpointWriter};
 use crate::coord::election::{Election, Leadership};
-use crate::coord::session::{Session, SessionHandle};
+use crate::coord::session::{LossReason, Session, SessionHandle};
 use crate::coord::{connect, retry, CoordError, Identity, Keys};
 
 /// Why the leader work stopped with an error.
@@ -162,10 +162,39 @@ pub async fn run<W: LeaderWork>(
     let interval = Duration::from_millis(opts.etcd.checkpoint_interval_ms);
     let _ = role.send(Role::Standby);
 
+    // A lease whose session ended only because its local deadline passed:
+    // it may have survived in etcd (see Session::reattach).
+    let mut carried: Option<(i64, Duration)> = None;
     while !stop.is_cancelled() {
-        // --- new session -------------------------------------------------
-        let session =
-            match Session::start(&client, opts.etcd.lease_ttl_secs, &root, opts.op_timeout).await {
+        // --- session: the surviving lease, or a new one -------------------
+        let reattached = match carried.take() {
+            Some((lease, ttl)) => {
+                match Session::reattach(&client, lease, ttl, &root, ttl * 2).await {
+                    Some(s) => {
+                        tracing::info!(
+                            lease = format!("{lease:x}"),
+                            "the lease survived the etcd stall; carrying on with it"
+                        );
+                        Some(s)
+                    }
+                    None => {
+                        crate::coord::session::revoke(
+                            client.clone(),
+                            lease,
+                            Duration::from_millis(200),
+                        )
+                        .await;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let session = match reattached {
+            Some(s) => s,
+            None => match Session::start(&client, opts.etcd.lease_ttl_secs, &root, opts.op_timeout)
+                .await
+            {
                 Ok(s) => s,
                 Err(e @ CoordError::Refused { .. }) => return Err(e.into()),
                 Err(e) => {
@@ -175,7 +204,8 @@ pub async fn run<W: LeaderWork>(
                     }
                     continue;
                 }
-            };
+            },
+        };
         register_member(&client, &keys, &session, &opts).await;
 
         // --- standby: campaign, log who leads -----------------------------
@@ -204,10 +234,14 @@ pub async fn run<W: LeaderWork>(
         observer_stop.cancel();
         let _ = observer.await;
         let Some(leadership) = won else {
-            if let Some(why) = session.loss_reason() {
-                tracing::info!(reason = ?why, "session lost while standing by; starting a new one");
+            if session.loss_reason() == Some(LossReason::DeadlinePassed) && !stop.is_cancelled() {
+                tracing::info!(
+                    "session deadline passed while standing by; trying to keep the lease"
+                );
+                carried = Some(session.abandon());
+            } else {
+                session.close(Duration::from_millis(500)).await;
             }
-            session.close(Duration::from_millis(500)).await;
             continue;
         };
 
@@ -231,6 +265,16 @@ pub async fn run<W: LeaderWork>(
                 resign_quietly(&election, &leadership).await;
                 session.close(opts.op_timeout).await;
                 break;
+            }
+            Err(e)
+                if session.loss_reason() == Some(LossReason::DeadlinePassed)
+                    && matches!(e, WorkError::SessionLost | WorkError::Checkpoint(_)) =>
+            {
+                // Output has stopped. If the lease survived the stall, the
+                // campaign on it returns at once with the same epoch and we
+                // lead on; if not, a standby has (or will have) taken over.
+                tracing::warn!(epoch = leadership.epoch, error = %e, "lease deadline passed: output stopped; trying to keep the lease");
+                carried = Some(session.abandon());
             }
             Err(e) => {
                 tracing::warn!(epoch = leadership.epoch, error = %e, "stepping down");

@@ -227,7 +227,7 @@ async fn a_leader_paused_past_its_ttl_writes_nothing_after_it_wakes() {
     let stray: Vec<Line> = b
         .lines()
         .into_iter()
-        .filter(|l| l.pid == pid1 && !l.resume && l.ms >= t_stop)
+        .filter(|l| l.pid == pid1 && !l.resume && l.ms >= t_cont)
         .collect();
     assert!(
         stray.is_empty(),

@@ -33,82 +33,38 @@ const CHILD_MARKER: &str = "--- binlog-bridge child output ---";
 
 /// How to start a `binlog-bridge` process.
 ///
-/// Normally the real binary (`CARGO_BIN_EXE_binlog-bridge`). But while
-/// several worktrees share one CARGO_TARGET_DIR, that file is rewritten (in
-/// place, hard links do not help) by whichever worktree built last. So the
-/// tests run a private copy, made once per build (keyed by size and mtime)
-/// and checked to have this branch's hidden `heartbeat` command. If the
-/// binary there is another branch's, they fall back to re-executing this
-/// test binary as the CLI (see [`child_main`]: the same `Cli::parse` +
-/// `dispatch` main.rs runs). `BB_COORD_TEST_SELF_EXEC=1` forces that.
+/// By default the test binary re-executes itself as the CLI through
+/// `/proc/self/exe` (see [`child_main`]: exactly what main.rs does, `Cli`
+/// parse + telemetry + `dispatch`, in a separate OS process). Why not
+/// `CARGO_BIN_EXE_binlog-bridge`: while several worktrees share one
+/// CARGO_TARGET_DIR, that file is replaced by whichever worktree built last
+/// (measured: bridges failing with "unrecognized subcommand 'heartbeat'"
+/// mid-run), whereas `/proc/self/exe` is always the very image under test.
+/// `BB_COORD_TEST_REAL_BIN=1` runs the real binary instead (for CI with its
+/// own target dir); it must have this branch's hidden `heartbeat` command.
 enum Program {
     Binary(PathBuf),
     SelfExec(PathBuf),
 }
 
-fn has_heartbeat(bin: &std::path::Path) -> bool {
-    Command::new(bin)
-        .args(["heartbeat", "--help"])
-        .output()
-        .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--tick-ms"))
-        .unwrap_or(false)
-}
-
-fn stamp(p: &std::path::Path) -> Option<(u64, u128)> {
-    let m = std::fs::metadata(p).ok()?;
-    let t = m
-        .modified()
-        .ok()?
-        .duration_since(std::time::UNIX_EPOCH)
-        .ok()?;
-    Some((m.len(), t.as_nanos()))
-}
-
-fn private_copy() -> Option<PathBuf> {
-    let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
-    let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-    let (len, mtime) = stamp(&real)?;
-    let copy = tmp.join(format!("coord-bin-{len}-{mtime}"));
-    if copy.exists() {
-        return has_heartbeat(&copy).then_some(copy);
-    }
-    // Copies of older builds: remove those made more than an hour ago.
-    if let Ok(dir) = std::fs::read_dir(&tmp) {
-        for e in dir.flatten() {
-            let old = e.file_name().to_string_lossy().starts_with("coord-bin-")
-                && e.metadata()
-                    .and_then(|m| m.modified())
-                    .map(|t| t.elapsed().map(|d| d.as_secs() > 3600).unwrap_or(false))
-                    .unwrap_or(false);
-            if old {
-                let _ = std::fs::remove_file(e.path());
-            }
-        }
-    }
-    let partial = tmp.join(format!("coord-bin-{len}-{mtime}.{}", std::process::id()));
-    std::fs::copy(&real, &partial).ok()?;
-    // Rewritten while we copied: give up on the real binary this time.
-    if stamp(&real) != Some((len, mtime)) || !has_heartbeat(&partial) {
-        let _ = std::fs::remove_file(&partial);
-        return None;
-    }
-    std::fs::rename(&partial, &copy).ok()?;
-    Some(copy)
-}
-
 fn program() -> &'static Program {
     static P: OnceLock<Program> = OnceLock::new();
     P.get_or_init(|| {
-        let forced_self = std::env::var_os("BB_COORD_TEST_SELF_EXEC").is_some();
-        match private_copy().filter(|_| !forced_self) {
-            Some(copy) => Program::Binary(copy),
-            None => {
-                eprintln!(
-                    "note: {} is not this branch's build (shared target dir); running the CLI through the test binary",
-                    env!("CARGO_BIN_EXE_binlog-bridge")
-                );
-                Program::SelfExec(std::env::current_exe().expect("current_exe"))
-            }
+        if std::env::var_os("BB_COORD_TEST_REAL_BIN").is_some() {
+            let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
+            let ok = Command::new(&real)
+                .args(["heartbeat", "--help"])
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false);
+            assert!(
+                ok,
+                "{} has no `heartbeat` command: not this branch's build",
+                real.display()
+            );
+            Program::Binary(real)
+        } else {
+            Program::SelfExec(PathBuf::from("/proc/self/exe"))
         }
     })
 }

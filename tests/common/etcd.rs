@@ -1,11 +1,11 @@
 //! A private 3-member etcd cluster for fault tests (kill the raft leader,
 //! stop two members), so the shared dev-env cluster is never disturbed.
 //!
-//! Members listen on 127.0.0.1, client port `base + 10*i`, peer port
-//! `base + 10*i + 1` (i = 0..3), data in a temp dir, flags as in
-//! scripts/dev-env.sh (`--heartbeat-interval 50 --election-timeout 500`).
-//! Every member is killed when the cluster is dropped. Pick a `base` no
-//! other test uses.
+//! Members listen on 127.0.0.1 on ports the OS hands out as free (so
+//! parallel tests, and other checkouts running the same tests, do not
+//! collide), data in a temp dir, flags as in scripts/dev-env.sh
+//! (`--heartbeat-interval 50 --election-timeout 500`). Every member is
+//! killed when the cluster is dropped.
 #![allow(dead_code)]
 
 use std::process::{Child, Command, Stdio};
@@ -17,17 +17,27 @@ use etcd_client::Client;
 pub const SHARED: [&str; 3] = ["127.0.0.1:2379", "127.0.0.1:3379", "127.0.0.1:4379"];
 
 pub struct EtcdCluster {
-    base: u16,
+    /// Client ports then peer ports, three each.
+    ports: Vec<u16>,
     dir: tempfile::TempDir,
     members: Vec<Option<Child>>,
 }
 
 impl EtcdCluster {
     /// Start three members and wait until the cluster answers writes.
-    pub async fn start(base: u16) -> EtcdCluster {
+    pub async fn start() -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Six distinct free ports: hold all listeners until all are chosen.
+        let listeners: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+            .collect();
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().expect("local addr").port())
+            .collect();
+        drop(listeners);
         let mut c = EtcdCluster {
-            base,
+            ports,
             dir,
             members: vec![None, None, None],
         };
@@ -39,11 +49,11 @@ impl EtcdCluster {
     }
 
     pub fn client_port(&self, i: usize) -> u16 {
-        self.base + 10 * i as u16
+        self.ports[i]
     }
 
     fn peer_port(&self, i: usize) -> u16 {
-        self.base + 10 * i as u16 + 1
+        self.ports[3 + i]
     }
 
     pub fn endpoint(&self, i: usize) -> String {
@@ -87,7 +97,7 @@ impl EtcdCluster {
                 "--initial-cluster-state",
                 state,
                 "--initial-cluster-token",
-                &format!("bbtest-{}", self.base),
+                &format!("bbtest-{}", self.ports[0]),
                 "--heartbeat-interval",
                 "50",
                 "--election-timeout",
@@ -151,8 +161,8 @@ impl EtcdCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "private etcd cluster on base port {} not healthy within {within:?}; logs in {}",
-            self.base,
+            "private etcd cluster on ports {:?} not healthy within {within:?}; logs in {}",
+            self.ports,
             self.dir.path().display()
         );
     }
