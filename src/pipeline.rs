@@ -24,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::EtcdConfig;
 use crate::coord::checkpoint::{Checkpoint, CheckpointError, CheckpointStore, CheckpointWriter};
 use crate::coord::election::{Election, Leadership};
-use crate::coord::session::{LossReason, Session, SessionHandle};
+use crate::coord::session::{Session, SessionHandle};
 use crate::coord::{connect, retry, CoordError, Identity, Keys};
 
 /// Why the leader work stopped with an error.
@@ -234,7 +234,7 @@ pub async fn run<W: LeaderWork>(
         observer_stop.cancel();
         let _ = observer.await;
         let Some(leadership) = won else {
-            if session.loss_reason() == Some(LossReason::DeadlinePassed) && !stop.is_cancelled() {
+            if session.deadline_passed() && !stop.is_cancelled() {
                 tracing::info!(
                     "session deadline passed while standing by; trying to keep the lease"
                 );
@@ -267,7 +267,7 @@ pub async fn run<W: LeaderWork>(
                 break;
             }
             Err(e)
-                if session.loss_reason() == Some(LossReason::DeadlinePassed)
+                if session.deadline_passed()
                     && matches!(e, WorkError::SessionLost | WorkError::Checkpoint(_)) =>
             {
                 // Output has stopped. If the lease survived the stall, the

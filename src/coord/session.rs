@@ -194,6 +194,17 @@ impl Session {
     pub fn loss_reason(&self) -> Option<LossReason> {
         self.reason.borrow().clone()
     }
+    /// True if the session ended (or is ending) because its local deadline
+    /// passed: the keep-alive task may not have recorded it yet when a
+    /// checkpoint write notices the clock first.
+    pub fn deadline_passed(&self) -> bool {
+        match self.loss_reason() {
+            Some(LossReason::DeadlinePassed) => true,
+            Some(LossReason::LeaseGone) => false,
+            None => Instant::now() >= self.deadline(),
+        }
+    }
+
     pub fn handle(&self) -> SessionHandle {
         SessionHandle {
             lease: self.lease,
