@@ -93,7 +93,7 @@ async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads()
             gap < TTL_MS,
             "output stalled {gap} ms after killing the etcd {what}"
         );
-        b.assert_status_leader(pid, epoch);
+        b.wait_status_leader(pid, epoch).await;
         etcd.start_member(victim);
         etcd.wait_healthy(Duration::from_secs(15)).await;
         // Let the restarted member catch up before the next fault.
@@ -201,5 +201,5 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
     );
     let cp = read_checkpoint(&client, &keys).await.expect("checkpoint");
     assert_eq!(cp.checkpoint.epoch, first.epoch);
-    b.assert_status_leader(first.pid, first.epoch);
+    b.wait_status_leader(first.pid, first.epoch).await;
 }

@@ -290,6 +290,21 @@ impl Bridges {
         serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
     }
 
+    /// Wait (up to 10 s, for an etcd cluster that is still catching up)
+    /// until `status` succeeds, then assert it names `pid` / `epoch`.
+    pub async fn wait_status_leader(&self, pid: u32, epoch: i64) {
+        let s = wait_for("status to answer", Duration::from_secs(10), || async {
+            let out = self.cli(&["status", "--json"]);
+            if !out.status.success() {
+                return None;
+            }
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+        })
+        .await;
+        assert_eq!(s["leader"]["identity"]["pid"], pid, "status: {s}");
+        assert_eq!(s["leader"]["epoch"], epoch, "status: {s}");
+    }
+
     /// Assert that `status` names process `pid` as leader with `epoch`.
     pub fn assert_status_leader(&self, pid: u32, epoch: i64) {
         let s = self.status();
