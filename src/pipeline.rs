@@ -250,7 +250,6 @@ pub async fn run<W: LeaderWork>(
             &opts,
             &work,
             &store,
-            &election,
             &session,
             &leadership,
             interval,
@@ -290,6 +289,9 @@ pub async fn run<W: LeaderWork>(
             }
         }
     }
+    if let Some((lease, _)) = carried {
+        crate::coord::session::revoke(client.clone(), lease, Duration::from_millis(500)).await;
+    }
     let _ = role.send(Role::Stopped);
     Ok(())
 }
@@ -299,14 +301,12 @@ async fn lead<W: LeaderWork>(
     opts: &Options,
     work: &W,
     store: &CheckpointStore,
-    election: &Election,
     session: &Session,
     leadership: &Leadership,
     interval: Duration,
     stop: &CancellationToken,
     role: &watch::Sender<Role>,
 ) -> Result<(), WorkError> {
-    let _ = election; // resign happens in the caller
     let lost = session.lost().clone();
     if !session.handle().is_alive() {
         return Err(WorkError::SessionLost);
