@@ -137,6 +137,17 @@ pub fn now_ms() -> u64 {
 impl Bridges {
     /// Write the config and start `n` processes.
     pub fn start(n: usize, endpoints: &[String], prefix: &str, ttl_secs: i64) -> Bridges {
+        Bridges::start_with(n, endpoints, prefix, ttl_secs, "")
+    }
+
+    /// Like [`Bridges::start`], with `extra` appended to the `[etcd]` section.
+    pub fn start_with(
+        n: usize,
+        endpoints: &[String],
+        prefix: &str,
+        ttl_secs: i64,
+        extra: &str,
+    ) -> Bridges {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bridge.toml");
         let eps: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
@@ -145,7 +156,7 @@ impl Bridges {
             format!(
                 "[mysql]\nurl = \"mysql://bridge@127.0.0.1:3306\"\nserver_id = 1001\n\
                  [etcd]\nendpoints = [{}]\nprefix = {prefix:?}\npipeline = {PIPELINE:?}\n\
-                 lease_ttl_secs = {ttl_secs}\ncheckpoint_interval_ms = 100\n",
+                 lease_ttl_secs = {ttl_secs}\ncheckpoint_interval_ms = 100\n{extra}\n",
                 eps.join(", ")
             ),
         )
