@@ -8,6 +8,7 @@
 //! killed when the cluster is dropped.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,12 +21,27 @@ pub struct EtcdCluster {
     /// Client ports then peer ports, three each.
     ports: Vec<u16>,
     dir: tempfile::TempDir,
+    /// Client TLS: (server cert, server key, CA) PEM paths; clients must
+    /// present a certificate signed by the CA.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     members: Vec<Option<Child>>,
 }
 
 impl EtcdCluster {
     /// Start three members and wait until the cluster answers writes.
     pub async fn start() -> EtcdCluster {
+        let c = EtcdCluster::spawn(None);
+        c.wait_healthy(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Start three members serving clients over mutual TLS only. The caller
+    /// waits for health with its own TLS client.
+    pub fn start_tls(server_cert: PathBuf, server_key: PathBuf, ca: PathBuf) -> EtcdCluster {
+        EtcdCluster::spawn(Some((server_cert, server_key, ca)))
+    }
+
+    fn spawn(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // Six distinct free ports: hold all listeners until all are chosen.
         let listeners: Vec<std::net::TcpListener> = (0..6)
@@ -39,12 +55,12 @@ impl EtcdCluster {
         let mut c = EtcdCluster {
             ports,
             dir,
+            tls,
             members: vec![None, None, None],
         };
         for i in 0..3 {
             c.start_member(i);
         }
-        c.wait_healthy(Duration::from_secs(20)).await;
         c
     }
 
@@ -78,16 +94,30 @@ impl EtcdCluster {
         };
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))
             .expect("etcd log file");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some((cert, key, ca)) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", cert),
+                ("--key-file", key),
+                ("--trusted-ca-file", ca),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.to_string_lossy().into_owned());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
         let child = Command::new("etcd")
+            .args(&tls_args)
             .args([
                 "--name",
                 &format!("m{i}"),
                 "--data-dir",
                 &data.to_string_lossy(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", self.client_port(i)),
+                &format!("{scheme}://127.0.0.1:{}", self.client_port(i)),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", self.client_port(i)),
+                &format!("{scheme}://127.0.0.1:{}", self.client_port(i)),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", self.peer_port(i)),
                 "--initial-advertise-peer-urls",
