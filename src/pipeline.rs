@@ -11,6 +11,25 @@
 //! token asks for a graceful stop. The work sees both through
 //! [`LeaderContext`]: `lost` = stop output *now*, drop what is in flight;
 //! `stop` = stop reading, finish the batch, checkpoint, return `Ok`.
+//!
+//! Plugging in a work (what `binlog-bridge run` does):
+//!
+//! ```text
+//! let stop = CancellationToken::new();
+//! pipeline::stop_on_signals(stop.clone())?;              // SIGTERM/SIGINT
+//! let (role_tx, role_rx) = watch::channel(Role::Starting); // for /readyz
+//! let opts = Options::new(config.etcd.clone(), Identity::current(&config.http.listen));
+//! pipeline::run(opts, MyWork { .. }, stop, role_tx).await?;
+//!
+//! impl LeaderWork for MyWork {
+//!     async fn run(&self, ctx: LeaderContext) -> Result<(), WorkError> {
+//!         // start at ctx.resume (None: mysql.start); ctx.epoch in headers;
+//!         // before each hand-off to Kafka: ctx.may_send() / ctx.deadline();
+//!         // select on ctx.lost() (drop everything) and ctx.stop() (finish);
+//!         // after Kafka acks up to p: ctx.checkpoint.acked(&p).await?;
+//!     }
+//! }
+//! ```
 
 pub mod heartbeat;
 

@@ -34,7 +34,7 @@ fn etcdctl(endpoint: &str, args: &[&str]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_with_etcd_credentials_leads_and_a_wrong_password_is_refused() {
-    let etcd = EtcdCluster::start().await;
+    let etcd = EtcdCluster::start(0).await;
     let ep = etcd.endpoint(0);
     etcdctl(&ep, &["user", "add", "root:rootpw"]);
     etcdctl(&ep, &["user", "grant-role", "root", "root"]);

@@ -52,7 +52,7 @@ fn senders_between(b: &Bridges, from_ms: u64, to_ms: u64) -> BTreeSet<(u32, i64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads() {
-    let mut etcd = EtcdCluster::start().await;
+    let mut etcd = EtcdCluster::start(0).await;
     let client = client_for(&etcd.endpoints()).await;
     let b = Bridges::start(3, &etcd.endpoints(), &unique_prefix("member-loss"), 1);
     let (pid, epoch) = sending_leader(&b, &client, Duration::from_secs(15)).await;
@@ -105,7 +105,7 @@ async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_after() {
-    let mut etcd = EtcdCluster::start().await;
+    let mut etcd = EtcdCluster::start(0).await;
     let client = client_for(&etcd.endpoints()).await;
     let b = Bridges::start(3, &etcd.endpoints(), &unique_prefix("quorum-loss"), 1);
     let keys = b.keys();

@@ -29,8 +29,12 @@ pub struct EtcdCluster {
 
 impl EtcdCluster {
     /// Start three members and wait until the cluster answers writes.
-    pub async fn start() -> EtcdCluster {
-        let c = EtcdCluster::spawn(None);
+    ///
+    /// `base` 0: ports the OS hands out as free (use this). Otherwise client
+    /// ports `base + 10*i` and peer ports `base + 10*i + 1`, i = 0..3 (kept
+    /// for tests written against fixed ports).
+    pub async fn start(base: u16) -> EtcdCluster {
+        let c = EtcdCluster::spawn(base, None);
         c.wait_healthy(Duration::from_secs(20)).await;
         c
     }
@@ -38,19 +42,26 @@ impl EtcdCluster {
     /// Start three members serving clients over mutual TLS only. The caller
     /// waits for health with its own TLS client.
     pub fn start_tls(server_cert: PathBuf, server_key: PathBuf, ca: PathBuf) -> EtcdCluster {
-        EtcdCluster::spawn(Some((server_cert, server_key, ca)))
+        EtcdCluster::spawn(0, Some((server_cert, server_key, ca)))
     }
 
-    fn spawn(tls: Option<(PathBuf, PathBuf, PathBuf)>) -> EtcdCluster {
+    fn spawn(base: u16, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
         // Six distinct free ports: hold all listeners until all are chosen.
         let listeners: Vec<std::net::TcpListener> = (0..6)
             .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
             .collect();
-        let ports = listeners
-            .iter()
-            .map(|l| l.local_addr().expect("local addr").port())
-            .collect();
+        let ports = if base == 0 {
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("local addr").port())
+                .collect()
+        } else {
+            (0..3)
+                .map(|i| base + 10 * i)
+                .chain((0..3).map(|i| base + 10 * i + 1))
+                .collect()
+        };
         drop(listeners);
         let mut c = EtcdCluster {
             ports,
