@@ -11,6 +11,25 @@
 //! token asks for a graceful stop. The work sees both through
 //! [`LeaderContext`]: `lost` = stop output *now*, drop what is in flight;
 //! `stop` = stop reading, finish the batch, checkpoint, return `Ok`.
+//!
+//! Plugging in a work (what `binlog-bridge run` does):
+//!
+//! ```text
+//! let stop = CancellationToken::new();
+//! pipeline::stop_on_signals(stop.clone())?;              // SIGTERM/SIGINT
+//! let (role_tx, role_rx) = watch::channel(Role::Starting); // for /readyz
+//! let opts = Options::new(config.etcd.clone(), Identity::current(&config.http.listen));
+//! pipeline::run(opts, MyWork { .. }, stop, role_tx).await?;
+//!
+//! impl LeaderWork for MyWork {
+//!     async fn run(&self, ctx: LeaderContext) -> Result<(), WorkError> {
+//!         // start at ctx.resume (None: mysql.start); ctx.epoch in headers;
+//!         // before each hand-off to Kafka: ctx.may_send() / ctx.deadline();
+//!         // select on ctx.lost() (drop everything) and ctx.stop() (finish);
+//!         // after Kafka acks up to p: ctx.checkpoint.acked(&p).await?;
+//!     }
+//! }
+//! ```
 
 pub mod heartbeat;
 
@@ -162,10 +181,39 @@ pub async fn run<W: LeaderWork>(
     let interval = Duration::from_millis(opts.etcd.checkpoint_interval_ms);
     let _ = role.send(Role::Standby);
 
+    // A lease whose session ended only because its local deadline passed:
+    // it may have survived in etcd (see Session::reattach).
+    let mut carried: Option<(i64, Duration)> = None;
     while !stop.is_cancelled() {
-        // --- new session -------------------------------------------------
-        let session =
-            match Session::start(&client, opts.etcd.lease_ttl_secs, &root, opts.op_timeout).await {
+        // --- session: the surviving lease, or a new one -------------------
+        let reattached = match carried.take() {
+            Some((lease, ttl)) => {
+                match Session::reattach(&client, lease, ttl, &root, ttl * 2).await {
+                    Some(s) => {
+                        tracing::info!(
+                            lease = format!("{lease:x}"),
+                            "the lease survived the etcd stall; carrying on with it"
+                        );
+                        Some(s)
+                    }
+                    None => {
+                        crate::coord::session::revoke(
+                            client.clone(),
+                            lease,
+                            Duration::from_millis(200),
+                        )
+                        .await;
+                        None
+                    }
+                }
+            }
+            None => None,
+        };
+        let session = match reattached {
+            Some(s) => s,
+            None => match Session::start(&client, opts.etcd.lease_ttl_secs, &root, opts.op_timeout)
+                .await
+            {
                 Ok(s) => s,
                 Err(e @ CoordError::Refused { .. }) => return Err(e.into()),
                 Err(e) => {
@@ -175,7 +223,8 @@ pub async fn run<W: LeaderWork>(
                     }
                     continue;
                 }
-            };
+            },
+        };
         register_member(&client, &keys, &session, &opts).await;
 
         // --- standby: campaign, log who leads -----------------------------
@@ -204,10 +253,14 @@ pub async fn run<W: LeaderWork>(
         observer_stop.cancel();
         let _ = observer.await;
         let Some(leadership) = won else {
-            if let Some(why) = session.loss_reason() {
-                tracing::info!(reason = ?why, "session lost while standing by; starting a new one");
+            if session.deadline_passed() && !stop.is_cancelled() {
+                tracing::info!(
+                    "session deadline passed while standing by; trying to keep the lease"
+                );
+                carried = Some(session.abandon());
+            } else {
+                session.close(Duration::from_millis(500)).await;
             }
-            session.close(Duration::from_millis(500)).await;
             continue;
         };
 
@@ -216,7 +269,6 @@ pub async fn run<W: LeaderWork>(
             &opts,
             &work,
             &store,
-            &election,
             &session,
             &leadership,
             interval,
@@ -232,6 +284,16 @@ pub async fn run<W: LeaderWork>(
                 session.close(opts.op_timeout).await;
                 break;
             }
+            Err(e)
+                if session.deadline_passed()
+                    && matches!(e, WorkError::SessionLost | WorkError::Checkpoint(_)) =>
+            {
+                // Output has stopped. If the lease survived the stall, the
+                // campaign on it returns at once with the same epoch and we
+                // lead on; if not, a standby has (or will have) taken over.
+                tracing::warn!(epoch = leadership.epoch, error = %e, "lease deadline passed: output stopped; trying to keep the lease");
+                carried = Some(session.abandon());
+            }
             Err(e) => {
                 tracing::warn!(epoch = leadership.epoch, error = %e, "stepping down");
                 if !session.lost().is_cancelled() {
@@ -246,6 +308,9 @@ pub async fn run<W: LeaderWork>(
             }
         }
     }
+    if let Some((lease, _)) = carried {
+        crate::coord::session::revoke(client.clone(), lease, Duration::from_millis(500)).await;
+    }
     let _ = role.send(Role::Stopped);
     Ok(())
 }
@@ -255,14 +320,12 @@ async fn lead<W: LeaderWork>(
     opts: &Options,
     work: &W,
     store: &CheckpointStore,
-    election: &Election,
     session: &Session,
     leadership: &Leadership,
     interval: Duration,
     stop: &CancellationToken,
     role: &watch::Sender<Role>,
 ) -> Result<(), WorkError> {
-    let _ = election; // resign happens in the caller
     let lost = session.lost().clone();
     if !session.handle().is_alive() {
         return Err(WorkError::SessionLost);

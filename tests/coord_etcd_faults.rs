@@ -52,7 +52,7 @@ fn senders_between(b: &Bridges, from_ms: u64, to_ms: u64) -> BTreeSet<(u32, i64)
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads() {
-    let mut etcd = EtcdCluster::start(12300).await;
+    let mut etcd = EtcdCluster::start(0).await;
     let client = client_for(&etcd.endpoints()).await;
     let b = Bridges::start(3, &etcd.endpoints(), &unique_prefix("member-loss"), 1);
     let (pid, epoch) = sending_leader(&b, &client, Duration::from_secs(15)).await;
@@ -93,7 +93,7 @@ async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads()
             gap < TTL_MS,
             "output stalled {gap} ms after killing the etcd {what}"
         );
-        b.assert_status_leader(pid, epoch);
+        b.wait_status_leader(pid, epoch).await;
         etcd.start_member(victim);
         etcd.wait_healthy(Duration::from_secs(15)).await;
         // Let the restarted member catch up before the next fault.
@@ -105,7 +105,7 @@ async fn losing_one_etcd_member_even_the_raft_leader_does_not_change_who_leads()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_after() {
-    let mut etcd = EtcdCluster::start(12400).await;
+    let mut etcd = EtcdCluster::start(0).await;
     let client = client_for(&etcd.endpoints()).await;
     let b = Bridges::start(3, &etcd.endpoints(), &unique_prefix("quorum-loss"), 1);
     let keys = b.keys();
@@ -169,7 +169,9 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
         first.pid,
         first.epoch
     );
-    assert!(first.epoch > epoch1, "a new leadership after the outage");
+    // Either the old leader's lease survived (same epoch: etcd extends
+    // leases when a new raft leader takes over) or a new leadership began.
+    assert!(first.epoch >= epoch1, "epochs never go back");
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let after = senders_between(&b, first.ms, now_ms());
     assert_eq!(
@@ -199,5 +201,5 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
     );
     let cp = read_checkpoint(&client, &keys).await.expect("checkpoint");
     assert_eq!(cp.checkpoint.epoch, first.epoch);
-    b.assert_status_leader(first.pid, first.epoch);
+    b.wait_status_leader(first.pid, first.epoch).await;
 }

@@ -293,6 +293,10 @@ impl CheckpointWriter {
     /// Kafka acknowledged everything before `position` (invariant 2: callers
     /// pass only acknowledged positions). Writes if the interval has passed
     /// since the last write; returns whether it wrote.
+    ///
+    /// A write retries while the lease holds, so during an etcd election this
+    /// can take up to the lease TTL: call it from a task whose blocking does
+    /// not hold up sends if that matters (the heartbeat work does).
     pub async fn acked(&self, position: &Position) -> Result<bool, CheckpointError> {
         let mut st = self.state.lock().await;
         if let Some(last) = st.acked.as_ref().or(st.written.as_ref()) {

@@ -82,6 +82,12 @@ impl Election {
                         })
                     }
                 },
+                // Our lease is gone (expired while we were paused): the
+                // session is over, not the process.
+                Err(etcd_client::Error::GRpcStatus(st)) if st.code() == tonic::Code::NotFound => {
+                    tracing::debug!(error = %st.message(), "campaign: lease not found");
+                    return Ok(None);
+                }
                 Err(e) if super::is_definite(&e) => {
                     return Err(CoordError::Refused {
                         what: "campaign".into(),

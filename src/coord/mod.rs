@@ -245,6 +245,7 @@ pub fn is_definite(e: &etcd_client::Error) -> bool {
             s.code(),
             tonic::Code::Unauthenticated
                 | tonic::Code::PermissionDenied
+                | tonic::Code::NotFound
                 | tonic::Code::InvalidArgument
                 | tonic::Code::Unimplemented
         ),

@@ -125,6 +125,58 @@ impl Session {
         })
     }
 
+    /// Try to take up `lease` again after the local deadline passed. The
+    /// deadline is conservative: during an etcd raft election nobody can
+    /// renew, but the new raft leader extends every lease, so the lease (and
+    /// with it our election key and epoch) may well have survived. Sends a
+    /// keep-alive until `timeout`: if etcd answers TTL > 0 the lease never
+    /// expired, nobody else can have been granted our place, and a new
+    /// session on the same lease is returned. None if the lease is gone or
+    /// etcd did not answer in time.
+    pub async fn reattach(
+        client: &Client,
+        lease: i64,
+        ttl: Duration,
+        parent: &CancellationToken,
+        timeout: Duration,
+    ) -> Option<Session> {
+        let until = Instant::now() + timeout;
+        while Instant::now() < until && !parent.is_cancelled() {
+            let sent = Instant::now();
+            let mut lc = client.lease_client();
+            let bound = until
+                .saturating_duration_since(sent)
+                .min(Duration::from_millis(500));
+            match tokio::time::timeout(bound, lc.keep_alive(lease)).await {
+                Ok(Ok(_)) => {
+                    let (deadline_tx, deadline) = watch::channel(sent + ttl);
+                    let (reason_tx, reason) = watch::channel(None);
+                    let lost = parent.child_token();
+                    let task = tokio::spawn(keep_alive_loop(
+                        client.clone(),
+                        lease,
+                        ttl,
+                        deadline_tx,
+                        reason_tx,
+                        lost.clone(),
+                    ));
+                    return Some(Session {
+                        client: client.clone(),
+                        lease,
+                        ttl,
+                        lost,
+                        deadline,
+                        reason,
+                        task,
+                    });
+                }
+                Ok(Err(e)) if is_lease_gone(&e) => return None,
+                _ => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+        None
+    }
+
     pub fn lease(&self) -> i64 {
         self.lease
     }
@@ -142,6 +194,17 @@ impl Session {
     pub fn loss_reason(&self) -> Option<LossReason> {
         self.reason.borrow().clone()
     }
+    /// True if the session ended (or is ending) because its local deadline
+    /// passed: the keep-alive task may not have recorded it yet when a
+    /// checkpoint write notices the clock first.
+    pub fn deadline_passed(&self) -> bool {
+        match self.loss_reason() {
+            Some(LossReason::DeadlinePassed) => true,
+            Some(LossReason::LeaseGone) => false,
+            None => Instant::now() >= self.deadline(),
+        }
+    }
+
     pub fn handle(&self) -> SessionHandle {
         SessionHandle {
             lease: self.lease,
@@ -158,6 +221,16 @@ impl Session {
         self.lost.cancel();
         self.task.abort();
         revoke(self.client.clone(), self.lease, timeout).await;
+    }
+}
+
+impl Session {
+    /// Stop keep-alives without revoking (the lease may still be alive and
+    /// worth [`Session::reattach`]ing).
+    pub fn abandon(self) -> (i64, Duration) {
+        self.lost.cancel();
+        self.task.abort();
+        (self.lease, self.ttl)
     }
 }
 

@@ -107,7 +107,7 @@ impl LeaderWork for Heartbeat {
                 let _ = acked_tx.send(n);
             }
         };
-        tokio::pin!(checkpoints);
+        let mut checkpoints = Box::pin(checkpoints);
         let last = tokio::select! {
             r = sends => r?,
             r = &mut checkpoints => {
@@ -115,6 +115,9 @@ impl LeaderWork for Heartbeat {
                 return Err(WorkError::SessionLost);
             }
         };
+        // It may be parked inside a write holding the writer's lock: drop it
+        // before writing ourselves (found by the SIGTERM test: a deadlock).
+        drop(checkpoints);
         // Graceful stop: record the last acknowledged count; the pipeline
         // writes the final checkpoint after we return.
         ctx.checkpoint.acked(&position(last)).await?;

@@ -33,13 +33,15 @@ const CHILD_MARKER: &str = "--- binlog-bridge child output ---";
 
 /// How to start a `binlog-bridge` process.
 ///
-/// Normally the real binary (`CARGO_BIN_EXE_binlog-bridge`). But while
-/// several worktrees share one CARGO_TARGET_DIR, that path is overwritten by
-/// whichever worktree built last, so: hard-link it (a rebuild replaces the
-/// file, our link keeps the inode), check that the linked binary has this
-/// branch's hidden `heartbeat` command, and use the link. If it does not,
-/// fall back to re-executing this test binary as the CLI (see
-/// [`child_main`]: the same `Cli::parse` + `dispatch` that main.rs runs).
+/// By default the test binary re-executes itself as the CLI through
+/// `/proc/self/exe` (see [`child_main`]: exactly what main.rs does, `Cli`
+/// parse + telemetry + `dispatch`, in a separate OS process). Why not
+/// `CARGO_BIN_EXE_binlog-bridge`: while several worktrees share one
+/// CARGO_TARGET_DIR, that file is replaced by whichever worktree built last
+/// (measured: bridges failing with "unrecognized subcommand 'heartbeat'"
+/// mid-run), whereas `/proc/self/exe` is always the very image under test.
+/// `BB_COORD_TEST_REAL_BIN=1` runs the real binary instead (for CI with its
+/// own target dir); it must have this branch's hidden `heartbeat` command.
 enum Program {
     Binary(PathBuf),
     SelfExec(PathBuf),
@@ -48,38 +50,21 @@ enum Program {
 fn program() -> &'static Program {
     static P: OnceLock<Program> = OnceLock::new();
     P.get_or_init(|| {
-        let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
-        let tmp = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
-        // Links of test processes that are gone pin old binaries: remove them.
-        if let Ok(dir) = std::fs::read_dir(&tmp) {
-            for e in dir.flatten() {
-                let name = e.file_name().to_string_lossy().into_owned();
-                if let Some(pid) = name.strip_prefix("coord-bin-") {
-                    if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                        let _ = std::fs::remove_file(e.path());
-                    }
-                }
-            }
-        }
-        let link = tmp.join(format!("coord-bin-{}", std::process::id()));
-        let _ = std::fs::remove_file(&link);
-        let linked = std::fs::hard_link(&real, &link).is_ok();
-        let forced_self = std::env::var_os("BB_COORD_TEST_SELF_EXEC").is_some();
-        let ours = linked
-            && !forced_self
-            && Command::new(&link)
+        if std::env::var_os("BB_COORD_TEST_REAL_BIN").is_some() {
+            let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
+            let ok = Command::new(&real)
                 .args(["heartbeat", "--help"])
                 .output()
-                .map(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("--tick-ms"))
+                .map(|o| o.status.success())
                 .unwrap_or(false);
-        if ours {
-            Program::Binary(link)
-        } else {
-            eprintln!(
-                "note: {} is not this branch's build (shared target dir); running the CLI through the test binary instead",
+            assert!(
+                ok,
+                "{} has no `heartbeat` command: not this branch's build",
                 real.display()
             );
-            Program::SelfExec(std::env::current_exe().expect("current_exe"))
+            Program::Binary(real)
+        } else {
+            Program::SelfExec(PathBuf::from("/proc/self/exe"))
         }
     })
 }
@@ -152,6 +137,17 @@ pub fn now_ms() -> u64 {
 impl Bridges {
     /// Write the config and start `n` processes.
     pub fn start(n: usize, endpoints: &[String], prefix: &str, ttl_secs: i64) -> Bridges {
+        Bridges::start_with(n, endpoints, prefix, ttl_secs, "")
+    }
+
+    /// Like [`Bridges::start`], with `extra` appended to the `[etcd]` section.
+    pub fn start_with(
+        n: usize,
+        endpoints: &[String],
+        prefix: &str,
+        ttl_secs: i64,
+        extra: &str,
+    ) -> Bridges {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = dir.path().join("bridge.toml");
         let eps: Vec<String> = endpoints.iter().map(|e| format!("{e:?}")).collect();
@@ -160,7 +156,7 @@ impl Bridges {
             format!(
                 "[mysql]\nurl = \"mysql://bridge@127.0.0.1:3306\"\nserver_id = 1001\n\
                  [etcd]\nendpoints = [{}]\nprefix = {prefix:?}\npipeline = {PIPELINE:?}\n\
-                 lease_ttl_secs = {ttl_secs}\ncheckpoint_interval_ms = 100\n",
+                 lease_ttl_secs = {ttl_secs}\ncheckpoint_interval_ms = 100\n{extra}\n",
                 eps.join(", ")
             ),
         )
@@ -303,6 +299,21 @@ impl Bridges {
             String::from_utf8_lossy(&out.stderr)
         );
         serde_json::from_slice(&out.stdout).expect("status --json prints JSON")
+    }
+
+    /// Wait (up to 10 s, for an etcd cluster that is still catching up)
+    /// until `status` succeeds, then assert it names `pid` / `epoch`.
+    pub async fn wait_status_leader(&self, pid: u32, epoch: i64) {
+        let s = wait_for("status to answer", Duration::from_secs(10), || async {
+            let out = self.cli(&["status", "--json"]);
+            if !out.status.success() {
+                return None;
+            }
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).ok()
+        })
+        .await;
+        assert_eq!(s["leader"]["identity"]["pid"], pid, "status: {s}");
+        assert_eq!(s["leader"]["epoch"], epoch, "status: {s}");
     }
 
     /// Assert that `status` names process `pid` as leader with `epoch`.

@@ -1,13 +1,14 @@
 //! A private 3-member etcd cluster for fault tests (kill the raft leader,
 //! stop two members), so the shared dev-env cluster is never disturbed.
 //!
-//! Members listen on 127.0.0.1, client port `base + 10*i`, peer port
-//! `base + 10*i + 1` (i = 0..3), data in a temp dir, flags as in
-//! scripts/dev-env.sh (`--heartbeat-interval 50 --election-timeout 500`).
-//! Every member is killed when the cluster is dropped. Pick a `base` no
-//! other test uses.
+//! Members listen on 127.0.0.1 on ports the OS hands out as free (so
+//! parallel tests, and other checkouts running the same tests, do not
+//! collide), data in a temp dir, flags as in scripts/dev-env.sh
+//! (`--heartbeat-interval 50 --election-timeout 500`). Every member is
+//! killed when the cluster is dropped.
 #![allow(dead_code)]
 
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -17,33 +18,69 @@ use etcd_client::Client;
 pub const SHARED: [&str; 3] = ["127.0.0.1:2379", "127.0.0.1:3379", "127.0.0.1:4379"];
 
 pub struct EtcdCluster {
-    base: u16,
+    /// Client ports then peer ports, three each.
+    ports: Vec<u16>,
     dir: tempfile::TempDir,
+    /// Client TLS: (server cert, server key, CA) PEM paths; clients must
+    /// present a certificate signed by the CA.
+    tls: Option<(PathBuf, PathBuf, PathBuf)>,
     members: Vec<Option<Child>>,
 }
 
 impl EtcdCluster {
     /// Start three members and wait until the cluster answers writes.
+    ///
+    /// `base` 0: ports the OS hands out as free (use this). Otherwise client
+    /// ports `base + 10*i` and peer ports `base + 10*i + 1`, i = 0..3 (kept
+    /// for tests written against fixed ports).
     pub async fn start(base: u16) -> EtcdCluster {
+        let c = EtcdCluster::spawn(base, None);
+        c.wait_healthy(Duration::from_secs(20)).await;
+        c
+    }
+
+    /// Start three members serving clients over mutual TLS only. The caller
+    /// waits for health with its own TLS client.
+    pub fn start_tls(server_cert: PathBuf, server_key: PathBuf, ca: PathBuf) -> EtcdCluster {
+        EtcdCluster::spawn(0, Some((server_cert, server_key, ca)))
+    }
+
+    fn spawn(base: u16, tls: Option<(PathBuf, PathBuf, PathBuf)>) -> EtcdCluster {
         let dir = tempfile::tempdir().expect("tempdir");
+        // Six distinct free ports: hold all listeners until all are chosen.
+        let listeners: Vec<std::net::TcpListener> = (0..6)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port"))
+            .collect();
+        let ports = if base == 0 {
+            listeners
+                .iter()
+                .map(|l| l.local_addr().expect("local addr").port())
+                .collect()
+        } else {
+            (0..3)
+                .map(|i| base + 10 * i)
+                .chain((0..3).map(|i| base + 10 * i + 1))
+                .collect()
+        };
+        drop(listeners);
         let mut c = EtcdCluster {
-            base,
+            ports,
             dir,
+            tls,
             members: vec![None, None, None],
         };
         for i in 0..3 {
             c.start_member(i);
         }
-        c.wait_healthy(Duration::from_secs(20)).await;
         c
     }
 
     pub fn client_port(&self, i: usize) -> u16 {
-        self.base + 10 * i as u16
+        self.ports[i]
     }
 
     fn peer_port(&self, i: usize) -> u16 {
-        self.base + 10 * i as u16 + 1
+        self.ports[3 + i]
     }
 
     pub fn endpoint(&self, i: usize) -> String {
@@ -68,16 +105,30 @@ impl EtcdCluster {
         };
         let log = std::fs::File::create(self.dir.path().join(format!("m{i}.log")))
             .expect("etcd log file");
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        let mut tls_args: Vec<String> = Vec::new();
+        if let Some((cert, key, ca)) = &self.tls {
+            for (flag, path) in [
+                ("--cert-file", cert),
+                ("--key-file", key),
+                ("--trusted-ca-file", ca),
+            ] {
+                tls_args.push(flag.into());
+                tls_args.push(path.to_string_lossy().into_owned());
+            }
+            tls_args.push("--client-cert-auth".into());
+        }
         let child = Command::new("etcd")
+            .args(&tls_args)
             .args([
                 "--name",
                 &format!("m{i}"),
                 "--data-dir",
                 &data.to_string_lossy(),
                 "--listen-client-urls",
-                &format!("http://127.0.0.1:{}", self.client_port(i)),
+                &format!("{scheme}://127.0.0.1:{}", self.client_port(i)),
                 "--advertise-client-urls",
-                &format!("http://127.0.0.1:{}", self.client_port(i)),
+                &format!("{scheme}://127.0.0.1:{}", self.client_port(i)),
                 "--listen-peer-urls",
                 &format!("http://127.0.0.1:{}", self.peer_port(i)),
                 "--initial-advertise-peer-urls",
@@ -87,7 +138,7 @@ impl EtcdCluster {
                 "--initial-cluster-state",
                 state,
                 "--initial-cluster-token",
-                &format!("bbtest-{}", self.base),
+                &format!("bbtest-{}", self.ports[0]),
                 "--heartbeat-interval",
                 "50",
                 "--election-timeout",
@@ -151,8 +202,8 @@ impl EtcdCluster {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
         panic!(
-            "private etcd cluster on base port {} not healthy within {within:?}; logs in {}",
-            self.base,
+            "private etcd cluster on ports {:?} not healthy within {within:?}; logs in {}",
+            self.ports,
             self.dir.path().display()
         );
     }
