@@ -35,7 +35,7 @@ ETCD_PEER_PORTS=("$((ETCD_BASE + 1))" "$((ETCD_BASE + 1001))" "$((ETCD_BASE + 20
 KAFKA_PORT=${BB_KAFKA_PORT:-9092}
 
 APT_PACKAGES=(mariadb-server mariadb-client etcd-server etcd-client protobuf-compiler
-  cmake libcurl4-openssl-dev libssl-dev pkg-config iproute2 docker-compose)
+  cmake libcurl4-openssl-dev libssl-dev pkg-config iproute2 docker-compose openssl)
 
 log() { printf '[dev-env] %s\n' "$*" >&2; }
 die() { printf '[dev-env] error: %s\n' "$*" >&2; exit 1; }
@@ -50,6 +50,7 @@ need_apt() {
   command -v cmake >/dev/null || missing+=(cmake)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v ip >/dev/null || missing+=(iproute2)
+  command -v openssl >/dev/null || missing+=(openssl)
   local dev
   for dev in libcurl4-openssl-dev libssl-dev; do
     dpkg-query -W -f='${Status}' "$dev" 2>/dev/null | grep -q "ok installed" || missing+=("$dev")

@@ -419,12 +419,12 @@ impl Config {
         path: &Path,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
-            ConfigError::Parse {
-                path: path.to_path_buf(),
-                message: e.to_string().trim_end().to_string(),
-            }
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Parse {
+                    path: path.to_path_buf(),
+                    message: e.to_string().trim_end().to_string(),
+                })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_OVERRIDES.contains(&k.as_str()))
@@ -627,7 +627,9 @@ fn validate_etcd(e: &EtcdConfig, errs: &mut Vec<String>) {
         ));
     }
     if e.checkpoint_interval_ms == 0 {
-        errs.push("etcd.checkpoint_interval_ms = 0 is not allowed; use 1 or more (default 1000)".into());
+        errs.push(
+            "etcd.checkpoint_interval_ms = 0 is not allowed; use 1 or more (default 1000)".into(),
+        );
     }
     if e.password.is_some() && e.password_file.is_some() {
         errs.push("etcd.password and etcd.password_file are both set; keep one".into());
@@ -830,7 +832,10 @@ impl StartPosition {
             _ => {
                 if let Some(g) = s.strip_prefix("gtid:") {
                     if g.trim().is_empty() {
-                        return Err("empty GTID; use gtid:0-1-100 (MariaDB) or gtid:UUID:1-100 (MySQL)".into());
+                        return Err(
+                            "empty GTID; use gtid:0-1-100 (MariaDB) or gtid:UUID:1-100 (MySQL)"
+                                .into(),
+                        );
                     }
                     Ok(StartPosition::Gtid(g.trim().to_string()))
                 } else {

@@ -23,5 +23,3 @@ pub mod pipeline;
 pub mod sink;
 pub mod source;
 pub mod telemetry;
-pub mod check;
-pub mod source;

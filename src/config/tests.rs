@@ -101,9 +101,7 @@ fn unreadable_file_says_what_to_do() {
 
 #[test]
 fn bad_url_is_refused_and_password_hidden() {
-    let v = invalid(
-        "[mysql]\nurl = \"mysql//repl:hunter2@127.0.0.1\"\nserver_id = 5\n",
-    );
+    let v = invalid("[mysql]\nurl = \"mysql//repl:hunter2@127.0.0.1\"\nserver_id = 5\n");
     assert_eq!(v.len(), 1, "{v:?}");
     assert!(v[0].starts_with("mysql.url = "), "{v:?}");
     assert!(v[0].contains("is not a URL"), "{v:?}");
@@ -207,7 +205,10 @@ listen = "localhost"
 
 #[test]
 fn start_positions_parse() {
-    assert_eq!(StartPosition::parse("earliest"), Ok(StartPosition::Earliest));
+    assert_eq!(
+        StartPosition::parse("earliest"),
+        Ok(StartPosition::Earliest)
+    );
     assert_eq!(StartPosition::parse("latest"), Ok(StartPosition::Latest));
     assert_eq!(
         StartPosition::parse("gtid:0-1-100"),
@@ -286,15 +287,15 @@ fn env_typo_is_refused_by_name() {
 fn secrets_never_print() {
     let text = "[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = \"hunter2\"\n";
     let c = parse(text).unwrap();
-    assert_eq!(c.mysql.password.as_ref().map(Secret::expose), Some("hunter2"));
+    assert_eq!(
+        c.mysql.password.as_ref().map(Secret::expose),
+        Some("hunter2")
+    );
     let dbg = format!("{c:?}");
     assert!(!dbg.contains("hunter2"), "{dbg}");
     let json = serde_json::to_string(&c).unwrap();
     assert!(!json.contains("hunter2"), "{json}");
-    assert_eq!(
-        redact_url("mysql://u:hunter2@h:1/"),
-        "mysql://u:***@h:1/"
-    );
+    assert_eq!(redact_url("mysql://u:hunter2@h:1/"), "mysql://u:***@h:1/");
 }
 
 #[test]
