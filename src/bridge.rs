@@ -162,9 +162,17 @@ impl LeaderWork for Bridge {
 
         // The reader task: binlog -> bounded channel.
         let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
+        let ops = self.ops.clone();
         let reader = tokio::spawn(async move {
+            let mut reconnects = source.reconnects;
             loop {
                 let ev = source.next_event().await;
+                if source.reconnects != reconnects {
+                    ops.metrics
+                        .source_reconnects
+                        .add(source.reconnects - reconnects);
+                    reconnects = source.reconnects;
+                }
                 let end = ev.is_err();
                 if tx.send(ev).await.is_err() || end {
                     break;
@@ -203,11 +211,13 @@ impl LeaderWork for Bridge {
                     }
                     match sink.poll_acks() {
                         Ok(Some(p)) => {
-                            ctx.checkpoint.acked(&p).await?;
-                            self.ops.update(|s| s.checkpoint = Some(p.to_string()));
+                            if ctx.checkpoint.acked(&p).await? {
+                                self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());
+                                self.ops.update(|s| s.checkpoint = Some(p.to_string()));
+                            }
                         }
                         Ok(None) => {}
-                        Err(e) => break Err(failed(e)),
+                        Err(e) => break Err(self.sink_failed(e)),
                     }
                     continue;
                 }
@@ -227,7 +237,7 @@ impl LeaderWork for Bridge {
             // Invariant 2: the gate moves with every keep-alive.
             sink.set_deadline(Some(ctx.deadline()));
             if let Err(e) = sink.send(&ev).await {
-                break Err(failed(e));
+                break Err(self.sink_failed(e));
             }
         };
         self.publish(&mut counts, &sink, last.as_ref());
@@ -340,6 +350,14 @@ impl Bridge {
         );
         sink.set_skipper(crate::sink::reconcile::Skipper::new(markers));
         Ok(())
+    }
+
+    /// A sink error, counted when it is a failed delivery.
+    fn sink_failed(&self, e: SinkError) -> WorkError {
+        if matches!(e, SinkError::Delivery(_)) {
+            self.ops.metrics.kafka_delivery_errors.inc();
+        }
+        failed(e)
     }
 
     fn publish(&self, counts: &mut Counts, sink: &KafkaSink, last: Option<&(Position, u64)>) {
