@@ -152,6 +152,10 @@ impl LeaderWork for Bridge {
             .await
             .map_err(failed)?
             .with_filter(TableFilter::new(&mysql.include, &mysql.exclude));
+        // Invariant 2: the sink reads the live lease deadline right before
+        // every hand-off to the producer.
+        let session = ctx.session();
+        sink.set_deadline_fn(move || session.deadline());
         if exactly_once {
             self.reconcile(&ctx, kafka, &mut sink).await?;
         }
@@ -234,8 +238,6 @@ impl LeaderWork for Bridge {
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));
-            // Invariant 2: the gate moves with every keep-alive.
-            sink.set_deadline(Some(ctx.deadline()));
             if let Err(e) = sink.send(&ev).await {
                 break Err(self.sink_failed(e));
             }

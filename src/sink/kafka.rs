@@ -25,6 +25,9 @@ use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PART, HEADER_PIPELINE, 
 use crate::config::{Format, KafkaConfig};
 use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange};
 
+/// Reads the current send deadline (the leader's lease deadline).
+type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
+
 /// A delivery future that reports failures as text naming the topic.
 pub(crate) struct Delivery {
     inner: DeliveryFuture,
@@ -65,6 +68,9 @@ pub struct KafkaSink {
     stopped: Option<String>,
     /// Lease-gated output: no message is handed to the producer at or after this instant.
     deadline: Option<Instant>,
+    /// The live deadline, read right before every hand-off (it moves with
+    /// every lease keep-alive); wins over `deadline` when set.
+    deadline_fn: Option<DeadlineFn>,
     /// A `send` is under way; still set at the next call means the previous
     /// `send` future was dropped mid-way (cancelled), so an event may be half sent.
     in_send: bool,
@@ -100,6 +106,7 @@ impl KafkaSink {
             held: None,
             stopped: None,
             deadline: None,
+            deadline_fn: None,
             in_send: false,
             skipper: None,
         })
@@ -207,6 +214,13 @@ impl KafkaSink {
     /// and `send` returns [`SinkError::DeadlinePassed`]. `None` removes the gate.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+    }
+
+    /// Gate output on a deadline that moves: `f` is called right before
+    /// every hand-off to the producer (after any wait for room in the
+    /// window), so a wait never uses a stale deadline.
+    pub fn set_deadline_fn(&mut self, f: impl Fn() -> Instant + Send + Sync + 'static) {
+        self.deadline_fn = Some(Box::new(f));
     }
 
     /// Skip messages a previous leader already wrote (idempotent delivery's
@@ -330,7 +344,8 @@ impl KafkaSink {
                 return Err(self.stop(reason));
             }
         }
-        if let Some(d) = self.deadline {
+        let deadline = self.deadline_fn.as_ref().map(|f| f()).or(self.deadline);
+        if let Some(d) = deadline {
             if Instant::now() >= d {
                 self.abort();
                 self.stopped = Some("the send deadline (lease) passed".into());
