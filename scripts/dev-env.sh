@@ -8,26 +8,34 @@
 #   scripts/dev-env.sh status    say what is up
 #   scripts/dev-env.sh env       print the endpoints as shell exports
 #   scripts/dev-env.sh install   only install packages and build the broker
-#   scripts/dev-env.sh start|stop NAME   one service: mariadb etcd1 etcd2 etcd3 broker
+#   scripts/dev-env.sh install-packages | build-broker   one of the two
+#   scripts/dev-env.sh start|stop|kill NAME   one service: mariadb etcd1 etcd2 etcd3 broker
+#   scripts/dev-env.sh etcd-leader   which etcd member is the raft leader
+#
+# A second, independent environment (the chaos test uses one) only needs other
+# ports and another directory: BB_DEV_DIR, BB_MYSQL_PORT,
+# BB_ETCD_PORT_BASE (client ports BASE, BASE+1000, BASE+2000), BB_KAFKA_PORT.
 #
 # The broker build (cargo install tansu, 20-35 min on 2 cores) is cached under
-# $BINLOG_BRIDGE_CACHE (default ~/.cache/binlog-bridge) and reused when present.
+# $BB_CACHE_DIR (default ~/.cache/binlog-bridge) and reused when present.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-DATA=${BINLOG_BRIDGE_DEV_DIR:-$ROOT/target/dev-env}
-CACHE=${BINLOG_BRIDGE_CACHE:-$HOME/.cache/binlog-bridge}
+DATA=${BB_DEV_DIR:-$ROOT/target/dev-env}
+CACHE=${BB_CACHE_DIR:-$HOME/.cache/binlog-bridge}
 TANSU_VERSION=0.6.0
 TANSU_ROOT=$CACHE/tansu-$TANSU_VERSION
 TANSU_BIN=$TANSU_ROOT/bin/tansu
 
 MYSQL_PORT=${BB_MYSQL_PORT:-3306}
-ETCD_CLIENT_PORTS=(2379 3379 4379)
-ETCD_PEER_PORTS=(2380 3380 4380)
+# Client ports BASE, BASE+1000, BASE+2000; peer ports one above each.
+ETCD_BASE=${BB_ETCD_PORT_BASE:-2379}
+ETCD_CLIENT_PORTS=("$ETCD_BASE" "$((ETCD_BASE + 1000))" "$((ETCD_BASE + 2000))")
+ETCD_PEER_PORTS=("$((ETCD_BASE + 1))" "$((ETCD_BASE + 1001))" "$((ETCD_BASE + 2001))")
 KAFKA_PORT=${BB_KAFKA_PORT:-9092}
 
 APT_PACKAGES=(mariadb-server mariadb-client etcd-server etcd-client protobuf-compiler
-  cmake libcurl4-openssl-dev libssl-dev pkg-config iproute2 docker-compose)
+  cmake libcurl4-openssl-dev libssl-dev pkg-config iproute2 docker-compose openssl)
 
 log() { printf '[dev-env] %s\n' "$*" >&2; }
 die() { printf '[dev-env] error: %s\n' "$*" >&2; exit 1; }
@@ -42,8 +50,11 @@ need_apt() {
   command -v cmake >/dev/null || missing+=(cmake)
   command -v docker-compose >/dev/null || missing+=(docker-compose)
   command -v ip >/dev/null || missing+=(iproute2)
-  [ -e /usr/include/curl/curl.h ] || missing+=(libcurl4-openssl-dev)
-  [ -e /usr/include/openssl/ssl.h ] || missing+=(libssl-dev)
+  command -v openssl >/dev/null || missing+=(openssl)
+  local dev
+  for dev in libcurl4-openssl-dev libssl-dev; do
+    dpkg-query -W -f='${Status}' "$dev" 2>/dev/null | grep -q "ok installed" || missing+=("$dev")
+  done
   command -v pkg-config >/dev/null || missing+=(pkg-config)
   printf '%s\n' "${missing[@]}"
 }
@@ -179,7 +190,7 @@ start_etcd() {
   done
   ETCDCTL_API=3 etcdctl --endpoints "${eps%,}" endpoint health >/dev/null 2>&1 \
     || die "etcd cluster not healthy; see $DATA/etcd*.log"
-  log "etcd up on 127.0.0.1:2379,3379,4379"
+  log "etcd up on 127.0.0.1:${ETCD_CLIENT_PORTS[0]},${ETCD_CLIENT_PORTS[1]},${ETCD_CLIENT_PORTS[2]}"
 }
 
 start_broker() {
@@ -245,6 +256,8 @@ case "$cmd" in
     install_packages
     build_broker
     ;;
+  install-packages) install_packages ;;
+  build-broker) build_broker ;;
   down)
     for n in broker etcd1 etcd2 etcd3 mariadb; do stop_one "$n"; done
     log "stopped"
@@ -259,6 +272,26 @@ case "$cmd" in
       *) die "start what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
     esac
     ;;
+  kill)
+    case "${2:-}" in
+      mariadb | etcd1 | etcd2 | etcd3 | broker)
+        pf=$(pidfile "$2")
+        [ -f "$pf" ] && kill -9 "$(cat "$pf")" 2>/dev/null || true
+        rm -f "$pf"
+        ;;
+      *) die "kill what? mariadb, etcd1, etcd2, etcd3 or broker" ;;
+    esac
+    ;;
+  etcd-leader)
+    for i in 0 1 2; do
+      out=$(ETCDCTL_API=3 etcdctl --endpoints "127.0.0.1:${ETCD_CLIENT_PORTS[$i]}" endpoint status -w json 2>/dev/null) || continue
+      if python3 -c 'import json,sys; s=json.load(sys.stdin)[0]["Status"]; sys.exit(0 if s["leader"]==s["header"]["member_id"] else 1)' <<<"$out"; then
+        echo "etcd$((i + 1))"
+        exit 0
+      fi
+    done
+    die "no etcd member says it is the raft leader"
+    ;;
   stop)
     case "${2:-}" in
       mariadb | etcd1 | etcd2 | etcd3 | broker) stop_one "$2" ;;
@@ -266,7 +299,7 @@ case "$cmd" in
     esac
     ;;
   *)
-    sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'
     [ -z "$cmd" ] || exit 2
     ;;
 esac

@@ -49,7 +49,12 @@ pub async fn run_all(config: &Config) -> Vec<CheckResult> {
 pub fn print_and_exit(results: Vec<CheckResult>) -> ExitCode {
     let mut failed = 0;
     for r in &results {
-        println!("{}  {}: {}", if r.ok { "pass" } else { "FAIL" }, r.name, r.detail);
+        println!(
+            "{}  {}: {}",
+            if r.ok { "pass" } else { "FAIL" },
+            r.name,
+            r.detail
+        );
         if !r.ok {
             failed += 1;
         }
@@ -109,7 +114,7 @@ async fn check_mysql(config: &Config) -> Vec<CheckResult> {
         name,
         format!("{target} ({})", version.unwrap_or_default()),
     ));
-    out.extend(crate::source::checks::server_settings(&mut conn).await);
+    out.extend(crate::source::checks::all(&mut conn, &config.mysql).await);
     let _ = conn.disconnect().await;
     out
 }
@@ -161,7 +166,9 @@ async fn check_kafka(config: &Config) -> CheckResult {
     })
     .await;
     match r {
-        Ok(Ok((b, t))) => CheckResult::pass(name, format!("{brokers}: {b} broker(s), {t} topic(s)")),
+        Ok(Ok((b, t))) => {
+            CheckResult::pass(name, format!("{brokers}: {b} broker(s), {t} topic(s)"))
+        }
         Ok(Err(e)) => CheckResult::fail(
             name,
             format!("{brokers}: {e}; check kafka.brokers and that the broker is up"),

@@ -1,7 +1,9 @@
 //! The command line: `run`, `check`, `status`, `checkpoint show|set`.
 //!
 //! Exit codes scripts can rely on: 0 success, 1 a runtime failure (a server
-//! unreachable, a check failed), 2 bad usage or bad configuration.
+//! unreachable, a check failed, `checkpoint set` refused because a leader
+//! holds the lock, `checkpoint show` with no checkpoint yet), 2 bad usage or
+//! bad configuration (including an invalid position for `checkpoint set`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -68,6 +70,16 @@ pub enum Command {
         #[command(subcommand)]
         action: CheckpointAction,
     },
+    /// Test mode: the leader loop with a counter instead of MySQL and Kafka.
+    #[command(hide = true)]
+    Heartbeat {
+        /// Append `RESUME`/`OUT` lines here (the Kafka stand-in).
+        #[arg(long)]
+        output: Option<PathBuf>,
+        /// Milliseconds between counts.
+        #[arg(long, default_value_t = 50)]
+        tick_ms: u64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -119,13 +131,20 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
             }
             crate::check::print_and_exit(crate::check::run_all(&config).await)
         }
-        Command::Run => not_implemented("run"),
-        Command::Status { .. } => not_implemented("status"),
-        Command::Checkpoint { .. } => not_implemented("checkpoint"),
+        Command::Run => crate::bridge::main(config).await,
+        Command::Status { json } => crate::coord::admin::status(&config.etcd, json).await,
+        Command::Checkpoint { action } => match action {
+            CheckpointAction::Show { json } => {
+                crate::coord::admin::checkpoint_show(&config.etcd, json).await
+            }
+            CheckpointAction::Set {
+                position,
+                gtid,
+                force,
+            } => crate::coord::admin::checkpoint_set(&config.etcd, &position, gtid, force).await,
+        },
+        Command::Heartbeat { output, tick_ms } => {
+            crate::pipeline::heartbeat::main(&config, output, tick_ms).await
+        }
     }
-}
-
-fn not_implemented(what: &str) -> ExitCode {
-    eprintln!("error: `{what}` is not implemented yet");
-    ExitCode::from(EXIT_FAILURE)
 }

@@ -396,6 +396,9 @@ impl Default for HttpConfig {
     }
 }
 
+/// Variables with the prefix that are not config overrides.
+const NOT_OVERRIDES: [&str; 1] = ["BINLOG_BRIDGE_CONFIG"];
+
 /// Sections whose keys may be overridden from the environment.
 const SECTIONS: [&str; 4] = ["mysql", "etcd", "kafka", "http"];
 
@@ -424,7 +427,7 @@ impl Config {
                 })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX))
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && !NOT_OVERRIDES.contains(&k.as_str()))
             .collect();
         vars.sort();
         let mut origin = format!("file {}", path.display());

@@ -33,7 +33,10 @@ pub enum Value {
     /// BINARY, VARBINARY, BLOB, and character data in the `binary` charset.
     Bytes(Vec<u8>),
     /// BIT(n): the value, n <= 64.
-    Bit { bits: u16, value: u64 },
+    Bit {
+        bits: u16,
+        value: u64,
+    },
     /// YEAR: 0 or 1901..=2155.
     Year(u16),
     /// DATE, fields as stored (zero dates and zero parts allowed).
@@ -44,7 +47,11 @@ pub enum Value {
     DateTime(DateTime),
     /// TIMESTAMP: seconds and microseconds since the Unix epoch, UTC.
     /// `0.0` is MySQL's zero timestamp `0000-00-00 00:00:00`.
-    Timestamp { secs: i64, micros: u32, fsp: u8 },
+    Timestamp {
+        secs: i64,
+        micros: u32,
+        fsp: u8,
+    },
     /// ENUM member by name (empty string for the invalid-value index 0).
     Enum(String),
     /// SET members by name, in definition order.
@@ -395,7 +402,10 @@ mod tests {
             ("binlog.000003", "missing `:`"),
             (":4", "empty file name"),
             ("binlog.000003:x", "offset is not a number"),
-            ("binlog.000003:2", "offset must be at least 4 (the binlog header)"),
+            (
+                "binlog.000003:2",
+                "offset must be at least 4 (the binlog header)",
+            ),
             ("binlog.000003:4+y", "row is not a number"),
         ];
         for (input, reason) in cases {

@@ -237,6 +237,8 @@ fn env_overrides_every_kind_of_key() {
             ("BINLOG_BRIDGE_KAFKA_PROPERTIES__COMPRESSION_TYPE", "zstd"),
             ("BINLOG_BRIDGE_HTTP_LISTEN", "127.0.0.1:9999"),
             ("OTHER_VAR", "ignored"),
+            // The --config flag's variable is not an override.
+            ("BINLOG_BRIDGE_CONFIG", "/etc/bb.toml"),
         ],
     )
     .unwrap();

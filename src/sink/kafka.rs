@@ -19,8 +19,9 @@ use rdkafka::producer::DeliveryFuture;
 use super::acks::AckTracker;
 use super::format::{self, EncodeContext};
 use super::producer::Producer;
+use super::reconcile::{partition_for, Skipper};
 use super::routing::{render_topic, KeyRule, Router, TableFilter};
-use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PIPELINE, HEADER_POSITION};
+use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PART, HEADER_PIPELINE, HEADER_POSITION};
 use crate::config::{Format, KafkaConfig};
 use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange};
 
@@ -67,6 +68,8 @@ pub struct KafkaSink {
     /// A `send` is under way; still set at the next call means the previous
     /// `send` future was dropped mid-way (cancelled), so an event may be half sent.
     in_send: bool,
+    /// Idempotent delivery: what a previous leader already wrote (see [`super::reconcile`]).
+    skipper: Option<Skipper>,
 }
 
 impl KafkaSink {
@@ -98,6 +101,7 @@ impl KafkaSink {
             stopped: None,
             deadline: None,
             in_send: false,
+            skipper: None,
         })
     }
 
@@ -205,6 +209,17 @@ impl KafkaSink {
         self.deadline = deadline;
     }
 
+    /// Skip messages a previous leader already wrote (idempotent delivery's
+    /// replay after a takeover; see [`super::reconcile`]).
+    pub fn set_skipper(&mut self, skipper: Skipper) {
+        self.skipper = Some(skipper);
+    }
+
+    /// Messages skipped because a previous leader had written them.
+    pub fn skipped(&self) -> u64 {
+        self.skipper.as_ref().map(Skipper::skipped).unwrap_or(0)
+    }
+
     /// Topics written so far (the set a takeover must inspect).
     pub fn topics(&self) -> Vec<String> {
         self.producer.topics().map(str::to_string).collect()
@@ -257,7 +272,7 @@ impl KafkaSink {
                         &self.pipeline,
                     )
                     .into();
-                    self.produce(topic, Some(&key), &value, ev).await?;
+                    self.produce(topic, Some(&key), &value, ev, 0).await?;
                 }
                 self.tracker.push_resume(ev.position.next_row());
             }
@@ -266,7 +281,7 @@ impl KafkaSink {
                 if route.included {
                     let topic = route.topic.clone();
                     let rule = route.key.clone();
-                    for part in split_key_change(row, &rule) {
+                    for (index, part) in split_key_change(row, &rule).iter().enumerate() {
                         let part = part.as_ref().unwrap_or(row);
                         let value =
                             format::encode_row(self.format, part, &ev.txn, &ev.position, &ctx)
@@ -282,7 +297,7 @@ impl KafkaSink {
                             KeyRule::Fixed(k) => Some(k.clone()),
                             KeyRule::None => None,
                         };
-                        self.produce(topic.clone(), key.as_deref(), &value, ev)
+                        self.produce(topic.clone(), key.as_deref(), &value, ev, index as u32)
                             .await?;
                     }
                 }
@@ -299,8 +314,17 @@ impl KafkaSink {
         key: Option<&[u8]>,
         value: &[u8],
         ev: &ChangeEvent,
+        part: u32,
     ) -> Result<(), SinkError> {
         self.producer.ensure_topic(&topic).await?;
+        // The sink picks the partition itself (murmur2 of the key, as Java
+        // producers do) so that a takeover knows where each event went.
+        let partition = partition_for(key, self.producer.partitions_of(&topic).unwrap_or(1));
+        if let Some(s) = &mut self.skipper {
+            if s.skip(&topic, partition, (&ev.position, part)) {
+                return Ok(());
+            }
+        }
         while self.tracker.in_flight() >= self.window {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
@@ -314,10 +338,13 @@ impl KafkaSink {
             }
         }
         loop {
-            match self
-                .producer
-                .send(&topic, key, value, headers(ev, &self.pipeline, &self.epoch))
-            {
+            match self.producer.send(
+                &topic,
+                partition,
+                key,
+                value,
+                headers(ev, &self.pipeline, &self.epoch, part),
+            ) {
                 Ok(inner) => {
                     self.tracker.push_message(Delivery {
                         inner,
@@ -349,7 +376,7 @@ impl KafkaSink {
     }
 }
 
-fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str) -> OwnedHeaders {
+fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str, part: u32) -> OwnedHeaders {
     let pos = ev.position.to_string();
     let mut h = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -364,6 +391,12 @@ fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str) -> OwnedHeaders {
             key: HEADER_EPOCH,
             value: Some(epoch.as_bytes()),
         });
+    if part > 0 {
+        h = h.insert(Header {
+            key: HEADER_PART,
+            value: Some(part.to_string().as_bytes()),
+        });
+    }
     if let Some(g) = &ev.position.gtid {
         h = h.insert(Header {
             key: HEADER_GTID,

@@ -44,6 +44,7 @@ mod acks;
 pub mod format;
 mod kafka;
 pub mod producer;
+pub mod reconcile;
 pub mod routing;
 
 pub use kafka::KafkaSink;
@@ -57,6 +58,9 @@ pub const HEADER_GTID: &str = "bb.gtid-state";
 pub const HEADER_PIPELINE: &str = "bb.pipeline";
 /// Header: leader epoch (decimal) of the writer.
 pub const HEADER_EPOCH: &str = "bb.epoch";
+/// Header: 1 on the second message of an update that changed the key
+/// (absent, meaning 0, otherwise): with the position it names the message.
+pub const HEADER_PART: &str = "bb.part";
 
 /// What went wrong in the sink, and what to do about it.
 #[derive(Debug, thiserror::Error)]

@@ -8,7 +8,7 @@
 //! settings from `[kafka]` (compression, linger, batch size, a Java-compatible
 //! key partitioner), then `kafka.properties` as given.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
@@ -71,8 +71,8 @@ pub struct Producer {
     partitions: i32,
     replication: i32,
     create: bool,
-    /// Topics known to exist (checked or created).
-    known: HashSet<String>,
+    /// Topics known to exist (checked or created), with their partition counts.
+    known: HashMap<String, usize>,
 }
 
 impl Producer {
@@ -99,7 +99,7 @@ impl Producer {
             partitions: cfg.partitions,
             replication: cfg.replication_factor,
             create: cfg.create_topics,
-            known: HashSet::new(),
+            known: HashMap::new(),
         })
     }
 
@@ -110,16 +110,22 @@ impl Producer {
 
     /// Topics this producer has checked or created so far.
     pub fn topics(&self) -> impl Iterator<Item = &str> {
-        self.known.iter().map(String::as_str)
+        self.known.keys().map(String::as_str)
+    }
+
+    /// Partitions of a topic [`Self::ensure_topic`] has seen.
+    pub fn partitions_of(&self, topic: &str) -> Option<usize> {
+        self.known.get(topic).copied()
     }
 
     /// Make sure `topic` exists: create it when missing (if allowed), and
     /// wait until the cluster's metadata shows its partitions.
     pub async fn ensure_topic(&mut self, topic: &str) -> Result<(), SinkError> {
-        if self.known.contains(topic) {
+        if self.known.contains_key(topic) {
             return Ok(());
         }
-        if self.partition_count(topic).await?.is_none() {
+        let mut count = self.partition_count(topic).await?;
+        if count.is_none() {
             if !self.create {
                 return Err(SinkError::TopicMissing {
                     topic: topic.to_string(),
@@ -128,7 +134,11 @@ impl Producer {
             }
             self.create_topic(topic).await?;
             let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
-            while self.partition_count(topic).await?.is_none() {
+            loop {
+                count = self.partition_count(topic).await?;
+                if count.is_some() {
+                    break;
+                }
                 if tokio::time::Instant::now() > deadline {
                     return Err(SinkError::CreateTopic {
                         topic: topic.to_string(),
@@ -140,7 +150,8 @@ impl Producer {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
-        self.known.insert(topic.to_string());
+        self.known
+            .insert(topic.to_string(), count.unwrap_or(1).max(1));
         Ok(())
     }
 
@@ -205,11 +216,15 @@ impl Producer {
     pub fn send(
         &self,
         topic: &str,
+        partition: i32,
         key: Option<&[u8]>,
         value: &[u8],
         headers: OwnedHeaders,
     ) -> Result<DeliveryFuture, KafkaError> {
-        let mut rec = FutureRecord::to(topic).payload(value).headers(headers);
+        let mut rec = FutureRecord::to(topic)
+            .partition(partition)
+            .payload(value)
+            .headers(headers);
         if let Some(k) = key {
             rec = rec.key(k);
         }

@@ -22,12 +22,20 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
         let got: Result<Option<String>, _> = conn.query_first(q).await;
         let result = match got {
             Ok(Some(v)) if v.eq_ignore_ascii_case(want) || (want == "ON" && v == "1") => {
-                CheckResult { name, ok: true, detail: format!("{var} = {v}") }
+                let shown = if v == "1" { "ON" } else { v.as_str() };
+                CheckResult { name, ok: true, detail: format!("{var} = {shown}") }
             }
             Ok(Some(v)) => CheckResult {
                 name,
                 ok: false,
-                detail: format!("{var} = {v}, need {want}: {fix}"),
+                detail: format!(
+                    "{var} = {}, need {want}: {fix}",
+                    match v.as_str() {
+                        "0" => "OFF",
+                        "1" => "ON",
+                        other => other,
+                    }
+                ),
             },
             Ok(None) => CheckResult { name, ok: false, detail: format!("{var} has no value: {fix}") },
             Err(e) => CheckResult {
@@ -38,5 +46,199 @@ pub async fn server_settings(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
         };
         out.push(result);
     }
+    // MySQL 8 only (MariaDB has no such variables): features whose events the
+    // source refuses to decode.
+    for (var, want, fix) in MYSQL_ONLY {
+        let got: Result<Option<String>, _> =
+            conn.query_first(format!("SELECT @@GLOBAL.{var}")).await;
+        if let Ok(Some(v)) = got {
+            let ok = v.eq_ignore_ascii_case(want) || (want == "OFF" && v == "0");
+            out.push(CheckResult {
+                name: format!("mysql {var}"),
+                ok,
+                detail: if ok {
+                    format!("{var} = {v:?}")
+                } else {
+                    format!("{var} = {v:?}, need {want:?}: {fix}")
+                },
+            });
+        }
+    }
+    out
+}
+
+/// `(variable, required value, how to fix)` for MySQL 8 servers.
+const MYSQL_ONLY: [(&str, &str, &str); 2] = [
+    ("binlog_row_value_options", "", "SET PERSIST binlog_row_value_options='' (partial JSON updates are not decoded)"),
+    ("binlog_transaction_compression", "OFF", "SET PERSIST binlog_transaction_compression=OFF (compressed transaction payloads are not decoded)"),
+];
+
+/// The GRANT statement the bridge user needs.
+pub const GRANT_HINT: &str = "GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '<user>'@'<host>' (MySQL: REPLICATION CLIENT instead of BINLOG MONITOR)";
+
+/// Check the connected user's privileges from `SHOW GRANTS`.
+pub async fn privileges(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
+    let name = "mysql privileges".to_string();
+    let grants: Result<Vec<String>, _> = conn.query("SHOW GRANTS").await;
+    let grants = match grants {
+        Ok(g) => g.join("\n").to_ascii_uppercase(),
+        Err(e) => {
+            return vec![CheckResult {
+                name,
+                ok: false,
+                detail: format!("cannot read SHOW GRANTS: {e}"),
+            }]
+        }
+    };
+    let on_all = |g: &str| {
+        grants
+            .lines()
+            .any(|l| l.contains(" ON *.* ") && (l.contains(g) || l.contains("ALL PRIVILEGES")))
+    };
+    let mut missing = Vec::new();
+    if !on_all("REPLICATION SLAVE") && !on_all("REPLICATION REPLICA") {
+        missing.push("REPLICATION SLAVE");
+    }
+    if !on_all("BINLOG MONITOR") && !on_all("REPLICATION CLIENT") && !on_all("SUPER") {
+        missing.push("BINLOG MONITOR");
+    }
+    if !on_all("SELECT") {
+        missing.push("SELECT");
+    }
+    if missing.is_empty() {
+        vec![CheckResult {
+            name,
+            ok: true,
+            detail: "REPLICATION SLAVE, BINLOG MONITOR, SELECT".into(),
+        }]
+    } else {
+        vec![CheckResult {
+            name,
+            ok: false,
+            detail: format!("missing {}: run {GRANT_HINT}", missing.join(", ")),
+        }]
+    }
+}
+
+/// Is the configured start position still on the server?
+///
+/// `FILE:OFFSET` must name a file in `SHOW BINARY LOGS`. A MariaDB GTID list
+/// must not be older than the GTID list at the start of the oldest binlog.
+pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckResult {
+    let name = "mysql start position".to_string();
+    let fail = |detail: String| CheckResult {
+        name: name.clone(),
+        ok: false,
+        detail,
+    };
+    let logs: Vec<String> = match super::connection::binary_logs(conn).await {
+        Ok(l) => l,
+        Err(e) => return fail(e.to_string()),
+    };
+    let Some(first) = logs.first().cloned() else {
+        return fail("SHOW BINARY LOGS is empty: binary logging is off".into());
+    };
+    let range = format!("{first} .. {}", logs.last().cloned().unwrap_or_default());
+    let purged = |what: &str| {
+        format!("{what} is no longer on the server (binlogs: {range}): re-snapshot the tables or reset the checkpoint")
+    };
+    match crate::config::StartPosition::parse(start) {
+        Err(e) => fail(format!("mysql.start = {start:?}: {e}")),
+        Ok(crate::config::StartPosition::Earliest) => CheckResult {
+            name,
+            ok: true,
+            detail: format!("earliest = {first}:4"),
+        },
+        Ok(crate::config::StartPosition::Latest) => CheckResult {
+            name,
+            ok: true,
+            detail: "latest".into(),
+        },
+        Ok(crate::config::StartPosition::At(p)) => {
+            if logs.contains(&p.file) {
+                CheckResult {
+                    name,
+                    ok: true,
+                    detail: format!("{p} is on the server ({range})"),
+                }
+            } else {
+                fail(purged(&p.to_string()))
+            }
+        }
+        Ok(crate::config::StartPosition::Gtid(g)) => {
+            let wanted = match super::GtidState::parse(&g) {
+                Ok(super::GtidState::MariaDb(m)) => m,
+                Ok(_) => {
+                    return CheckResult {
+                        name,
+                        ok: true,
+                        detail: format!(
+                            "gtid:{g} (MySQL GTID sets are checked by the server on connect)"
+                        ),
+                    }
+                }
+                Err(e) => return fail(format!("mysql.start gtid:{g}: {e}")),
+            };
+            let q = format!(
+                "SHOW BINLOG EVENTS IN '{}' LIMIT 4",
+                first.replace('\'', "''")
+            );
+            let rows: Result<Vec<mysql_async::Row>, _> = conn.query(q).await;
+            let oldest = rows.ok().and_then(|rows| {
+                rows.iter().find_map(|r| {
+                    let kind: Option<String> = r.get_opt(2).and_then(Result::ok);
+                    let info: Option<String> = r.get_opt(5).and_then(Result::ok);
+                    (kind.as_deref() == Some("Gtid_list")).then(|| info.unwrap_or_default())
+                })
+            });
+            let Some(list) = oldest else {
+                return fail(format!("cannot read the GTID list of {first}"));
+            };
+            let list = list.trim_matches(|c| c == '[' || c == ']');
+            if list.is_empty() {
+                return CheckResult {
+                    name,
+                    ok: true,
+                    detail: format!(
+                        "gtid:{g}: the oldest binlog {first} starts at the beginning of history"
+                    ),
+                };
+            }
+            match super::GtidState::parse(list) {
+                Ok(super::GtidState::MariaDb(oldest)) => {
+                    let gone: Vec<String> = oldest
+                        .iter()
+                        .filter(|(d, (_, seq))| !matches!(wanted.get(d), Some((_, w)) if w >= seq))
+                        .map(|(d, (s, q))| format!("{d}-{s}-{q}"))
+                        .collect();
+                    if gone.is_empty() {
+                        CheckResult {
+                            name,
+                            ok: true,
+                            detail: format!(
+                                "gtid:{g} is on the server (oldest binlog starts after [{list}])"
+                            ),
+                        }
+                    } else {
+                        fail(purged(&format!(
+                            "gtid:{g} (needs transactions up to {})",
+                            gone.join(",")
+                        )))
+                    }
+                }
+                _ => fail(format!("cannot parse the GTID list [{list}] of {first}")),
+            }
+        }
+    }
+}
+
+/// Every source check for `binlog-bridge check`: settings, privileges, start position.
+pub async fn all(
+    conn: &mut mysql_async::Conn,
+    config: &crate::config::MysqlConfig,
+) -> Vec<CheckResult> {
+    let mut out = server_settings(conn).await;
+    out.extend(privileges(conn).await);
+    out.push(start_position(conn, &config.start).await);
     out
 }

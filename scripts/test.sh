@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Run the whole test suite against real services: brings up the dev env
+# (MariaDB, 3-member etcd, tansu broker on 127.0.0.1; idempotent), then runs
+# every test with cargo-nextest. Extra arguments go to nextest, e.g.
+#   scripts/test.sh smoke_        only tests whose name matches
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/dev-env.sh up
+eval "$(bash scripts/dev-env.sh env)"
+# Leader-gate tests start the real binlog-bridge binary.
+export BB_COORD_TEST_REAL_BIN=1
+command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
+cargo nextest run --profile ci --no-tests fail "$@"

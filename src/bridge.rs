@@ -1,0 +1,459 @@
+//! `binlog-bridge run`: the binlog source and the Kafka sink plugged into the
+//! leader loop, with the ops endpoints beside them.
+//!
+//! While this process leads, [`Bridge`] streams: a task reads the binlog into
+//! a bounded channel (so a slow Kafka back-pressures the source, and the main
+//! loop can wait for events, checkpoint ticks and lease loss at once without
+//! cancelling a half-read event), the loop hands each event to the sink, and
+//! the sink's *acknowledged* position is given to the checkpoint writer.
+//!
+//! Invariants enforced here:
+//! 1. Only [`KafkaSink::acked_position`] (or what `flush` returns) is ever
+//!    checkpointed: everything before it is in Kafka.
+//! 2. No message is handed to the producer at or after the lease deadline
+//!    (`set_deadline` before every send; the sink checks it right before the
+//!    hand-off).
+//! 3. On lease loss the producer is purged and the work returns at once; the
+//!    pipeline also drops this future, and dropping the producer purges it.
+
+use std::collections::HashMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Delivery, StartPosition};
+use crate::coord::Identity;
+use crate::event::{ChangeEvent, EventKind, Op, Position};
+use crate::ops::{OpsState, Role as OpsRole};
+use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError};
+use crate::sink::{KafkaSink, SinkError, TableFilter};
+use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
+
+/// Events read ahead of the sink. Bounded: a slow Kafka stops the reader.
+const READ_AHEAD: usize = 4096;
+/// How long a graceful stop waits for Kafka to acknowledge the last batch.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the leader work stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum BridgeError {
+    #[error("binlog source: {0}")]
+    Source(#[from] SourceError),
+    #[error("Kafka sink: {0}")]
+    Sink(#[from] SinkError),
+    #[error("{0}")]
+    Config(String),
+}
+
+fn failed(e: impl Into<BridgeError>) -> WorkError {
+    WorkError::Failed(Box::new(e.into()))
+}
+
+/// The production leader work: binlog -> Kafka -> checkpoint.
+pub struct Bridge {
+    config: Config,
+    ops: Arc<OpsState>,
+}
+
+impl Bridge {
+    pub fn new(config: Config, ops: Arc<OpsState>) -> Bridge {
+        Bridge { config, ops }
+    }
+
+    fn start_from(&self, ctx: &LeaderContext) -> Result<StartFrom, WorkError> {
+        if let Some(c) = &ctx.resume {
+            return Ok(StartFrom::Position(c.position.clone()));
+        }
+        StartPosition::parse(&self.config.mysql.start)
+            .map(StartFrom::from)
+            .map_err(|e| failed(BridgeError::Config(format!("mysql.start: {e}"))))
+    }
+}
+
+/// Per-table counts kept locally and published on each tick, so the hot path
+/// takes no lock and allocates nothing for a table it has seen.
+#[derive(Default)]
+struct Counts(HashMap<String, HashMap<String, [u64; 5]>>);
+
+const KINDS: [&str; 5] = ["insert", "update", "delete", "read", "ddl"];
+
+impl Counts {
+    fn add(&mut self, db: &str, table: &str, kind: usize) {
+        if let Some(t) = self.0.get_mut(db).and_then(|m| m.get_mut(table)) {
+            t[kind] += 1;
+            return;
+        }
+        let mut c = [0; 5];
+        c[kind] = 1;
+        self.0
+            .entry(db.to_string())
+            .or_default()
+            .insert(table.to_string(), c);
+    }
+
+    fn count(&mut self, ev: &ChangeEvent) {
+        match &ev.kind {
+            EventKind::Row(r) => {
+                let k = match r.op {
+                    Op::Insert => 0,
+                    Op::Update => 1,
+                    Op::Delete => 2,
+                    Op::Read => 3,
+                };
+                self.add(&r.table.database, &r.table.table, k);
+            }
+            EventKind::Schema(s) => self.add(&s.database, "", 4),
+            EventKind::Commit => {}
+        }
+    }
+
+    fn publish(&mut self, ops: &OpsState) {
+        for (db, tables) in self.0.iter_mut() {
+            for (table, c) in tables.iter_mut() {
+                let name = if table.is_empty() {
+                    db.clone()
+                } else {
+                    format!("{db}.{table}")
+                };
+                for (i, n) in c.iter_mut().enumerate() {
+                    if *n > 0 {
+                        ops.metrics.events_read.add(&name, KINDS[i], *n);
+                        *n = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl LeaderWork for Bridge {
+    async fn run(&self, ctx: LeaderContext) -> Result<(), WorkError> {
+        let kafka = &self.config.kafka;
+        let mysql = &self.config.mysql;
+        let from = self.start_from(&ctx)?;
+        if matches!(kafka.delivery, Delivery::Transactional) {
+            return Err(failed(BridgeError::Config(
+                "kafka.delivery = \"transactional\" is not available in this version; use \"idempotent\" or \"at-least-once\"".into(),
+            )));
+        }
+        self.ops.update(|s| {
+            s.streaming = false;
+            s.epoch = Some(ctx.epoch);
+            s.delivery = Some(format!("{:?}", kafka.delivery).to_lowercase());
+            s.reason = Some("leader: connecting to Kafka and MySQL".into());
+        });
+
+        let exactly_once = matches!(kafka.delivery, Delivery::Idempotent | Delivery::Auto);
+        let kafka = &producer_settings(kafka, self.config.etcd.lease_ttl_secs, exactly_once);
+        let mut sink = KafkaSink::new(kafka, &self.config.etcd.pipeline, ctx.epoch)
+            .await
+            .map_err(failed)?
+            .with_filter(TableFilter::new(&mysql.include, &mysql.exclude));
+        if exactly_once {
+            self.reconcile(&ctx, kafka, &mut sink).await?;
+        }
+        let mut source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
+            .await
+            .map_err(failed)?;
+        tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
+
+        // The reader task: binlog -> bounded channel.
+        let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
+        let reader = tokio::spawn(async move {
+            loop {
+                let ev = source.next_event().await;
+                let end = ev.is_err();
+                if tx.send(ev).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        let _abort_reader = AbortOnDrop(reader);
+
+        self.ops.update(|s| {
+            s.streaming = true;
+            s.reason = None;
+        });
+        let mut counts = Counts::default();
+        let mut topics_recorded = known_topics(&ctx);
+        let mut last: Option<(Position, u64)> = None;
+        let mut tick = tokio::time::interval(Duration::from_millis(
+            (self.config.etcd.checkpoint_interval_ms / 2).clamp(20, 500),
+        ));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let result: Result<(), WorkError> = loop {
+            let ev = tokio::select! {
+                biased;
+                _ = ctx.lost().cancelled() => {
+                    sink.abort();
+                    break Err(WorkError::SessionLost);
+                }
+                _ = ctx.stop().cancelled() => break Ok(()),
+                _ = tick.tick() => {
+                    self.publish(&mut counts, &sink, last.as_ref());
+                    let mut topics = sink.topics();
+                    topics.sort();
+                    if topics != topics_recorded {
+                        ctx.checkpoint.set_extra("topics", serde_json::json!(topics)).await;
+                        topics_recorded = topics;
+                    }
+                    match sink.poll_acks() {
+                        Ok(Some(p)) => {
+                            ctx.checkpoint.acked(&p).await?;
+                            self.ops.update(|s| s.checkpoint = Some(p.to_string()));
+                        }
+                        Ok(None) => {}
+                        Err(e) => break Err(failed(e)),
+                    }
+                    continue;
+                }
+                ev = rx.recv() => ev,
+            };
+            let ev = match ev {
+                Some(Ok(ev)) => ev,
+                Some(Err(e)) => break Err(failed(e)),
+                None => {
+                    break Err(failed(BridgeError::Config(
+                        "the binlog reader stopped without an error".into(),
+                    )))
+                }
+            };
+            counts.count(&ev);
+            last = Some((ev.position.clone(), ev.txn.ts_ms));
+            // Invariant 2: the gate moves with every keep-alive.
+            sink.set_deadline(Some(ctx.deadline()));
+            if let Err(e) = sink.send(&ev).await {
+                break Err(failed(e));
+            }
+        };
+        self.publish(&mut counts, &sink, last.as_ref());
+        self.ops.update(|s| {
+            s.streaming = false;
+            s.reason = Some("leader: stopping".into());
+        });
+        if result.is_err() {
+            sink.abort();
+            return result;
+        }
+        // Graceful stop: wait for every acknowledgement; the pipeline writes
+        // the final checkpoint after we return.
+        match sink.flush(FLUSH_TIMEOUT).await {
+            Ok(Some(p)) => {
+                ctx.checkpoint.acked(&p).await?;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                sink.abort();
+                return Err(failed(e));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The topic set recorded in the checkpoint being resumed.
+fn known_topics(ctx: &LeaderContext) -> Vec<String> {
+    ctx.resume
+        .as_ref()
+        .and_then(|c| c.extra.get("topics"))
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+/// The producer timeout of idempotent delivery, from the lease TTL: half the
+/// TTL, at least 500 ms. A takeover waits this long (plus [`FENCE_SLACK`])
+/// before reading what the previous leader wrote.
+pub fn delivery_timeout(lease_ttl_secs: i64) -> Duration {
+    Duration::from_millis((lease_ttl_secs.max(1) as u64 * 500).clamp(500, 5000))
+}
+
+/// Added to the delivery timeout to make the fence delay.
+pub const FENCE_SLACK: Duration = Duration::from_millis(100);
+
+/// The Kafka settings the delivery mode depends on. For exactly-once
+/// (idempotent) delivery no message may outlive the fence delay in the
+/// producer: `message.timeout.ms` and `request.timeout.ms` are bounded by
+/// [`delivery_timeout`], whatever `kafka.properties` says.
+fn producer_settings(
+    kafka: &crate::config::KafkaConfig,
+    ttl: i64,
+    exactly_once: bool,
+) -> crate::config::KafkaConfig {
+    let mut k = kafka.clone();
+    if exactly_once {
+        let ms = delivery_timeout(ttl).as_millis().to_string();
+        for prop in ["message.timeout.ms", "request.timeout.ms"] {
+            if let Some(v) = k.properties.get(prop) {
+                if v != &ms {
+                    tracing::warn!(property = prop, given = %v, used = %ms, "kafka.properties value replaced: exactly-once delivery bounds it by the lease");
+                }
+            }
+            k.properties.insert(prop.to_string(), ms.clone());
+        }
+    }
+    k
+}
+
+impl Bridge {
+    /// Idempotent delivery's takeover: wait out the fence delay, read the
+    /// last message of every partition this pipeline may have written, and
+    /// have the sink skip what is already there (see `sink::reconcile`).
+    async fn reconcile(
+        &self,
+        ctx: &LeaderContext,
+        kafka: &crate::config::KafkaConfig,
+        sink: &mut KafkaSink,
+    ) -> Result<(), WorkError> {
+        let fence = delivery_timeout(self.config.etcd.lease_ttl_secs) + FENCE_SLACK;
+        let started = std::time::Instant::now();
+        tokio::select! {
+            biased;
+            _ = ctx.lost().cancelled() => return Err(WorkError::SessionLost),
+            _ = ctx.stop().cancelled() => return Ok(()),
+            _ = tokio::time::sleep(fence) => {}
+        }
+        let known = known_topics(ctx);
+        let cfg = kafka.clone();
+        let pipeline = self.config.etcd.pipeline.clone();
+        let include = self.config.mysql.include.clone();
+        let markers = tokio::task::spawn_blocking(move || {
+            crate::sink::reconcile::last_markers(
+                &cfg,
+                &pipeline,
+                &include,
+                &known,
+                Duration::from_secs(10),
+            )
+        })
+        .await
+        .map_err(|e| failed(BridgeError::Config(format!("reconcile task failed: {e}"))))?
+        .map_err(failed)?;
+        tracing::info!(
+            partitions = markers.len(),
+            fence_ms = fence.as_millis() as u64,
+            took_ms = started.elapsed().as_millis() as u64,
+            "exactly-once takeover: read the last message of every partition written before"
+        );
+        sink.set_skipper(crate::sink::reconcile::Skipper::new(markers));
+        Ok(())
+    }
+
+    fn publish(&self, counts: &mut Counts, sink: &KafkaSink, last: Option<&(Position, u64)>) {
+        counts.publish(&self.ops);
+        let m = &self.ops.metrics;
+        m.kafka_in_flight.set(sink.in_flight() as i64);
+        if let Some((pos, ts_ms)) = last {
+            m.binlog_file_index
+                .set(pos.file_index().unwrap_or(0) as f64);
+            m.binlog_offset.set(pos.offset as f64);
+            let lag = (crate::ops::unix_now() - *ts_ms as f64 / 1000.0).max(0.0);
+            m.lag_seconds.set(lag);
+            let text = pos.to_string();
+            self.ops.update(|s| {
+                s.position = Some(text);
+                s.lag_seconds = Some(lag);
+            });
+        }
+    }
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// `binlog-bridge run`.
+pub async fn main(config: Config) -> ExitCode {
+    let identity = Identity::current(&config.http.listen);
+    let ops = OpsState::new(serde_json::to_value(&identity).unwrap_or_default());
+    let cancel = CancellationToken::new();
+    let _cancel_guard = cancel.clone().drop_guard();
+    match crate::ops::http::serve(&config.http.listen, ops.clone(), cancel.clone()).await {
+        Ok(addr) => tracing::info!(%addr, "serving /metrics, /healthz, /readyz, /status"),
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(crate::cli::EXIT_FAILURE);
+        }
+    }
+    let stop = CancellationToken::new();
+    if let Err(e) = pipeline::stop_on_signals(stop.clone()) {
+        eprintln!("error: cannot install signal handlers: {e}");
+        return ExitCode::from(crate::cli::EXIT_FAILURE);
+    }
+    let (role_tx, role_rx) = watch::channel(Role::Starting);
+    tokio::spawn(follow_role(role_rx, ops.clone()));
+    tracing::info!(
+        identity = %identity,
+        pipeline = %config.etcd.pipeline,
+        delivery = ?config.kafka.delivery,
+        format = ?config.kafka.format,
+        "binlog-bridge starting"
+    );
+    let work = Bridge::new(config.clone(), ops);
+    match pipeline::run(
+        Options::new(config.etcd.clone(), identity),
+        work,
+        stop,
+        role_tx,
+    )
+    .await
+    {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(crate::cli::EXIT_FAILURE)
+        }
+    }
+}
+
+/// Mirror the leader loop's role into the ops state and metrics.
+async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
+    let mut was_leader = false;
+    loop {
+        let role = rx.borrow_and_update().clone();
+        let leader = matches!(role, Role::Leader { .. });
+        if leader != was_leader {
+            ops.metrics.leadership_changes.inc();
+            was_leader = leader;
+        }
+        ops.metrics.role_leader.set(if leader { 1.0 } else { 0.0 });
+        ops.update(|s| match role {
+            Role::Starting => {
+                s.role = OpsRole::Starting;
+                s.etcd_connected = false;
+                s.reason = Some("connecting to etcd".into());
+            }
+            Role::Standby => {
+                s.role = OpsRole::Standby;
+                s.etcd_connected = true;
+                s.streaming = false;
+                s.epoch = None;
+                s.reason = None;
+            }
+            Role::Leader { epoch } => {
+                s.role = OpsRole::Leader;
+                s.etcd_connected = true;
+                s.epoch = Some(epoch);
+            }
+            Role::Stopped => {
+                s.role = OpsRole::Starting;
+                s.etcd_connected = false;
+                s.streaming = false;
+                s.reason = Some("stopped".into());
+            }
+        });
+        if rx.changed().await.is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! The operator's view of the gate: `status`, `checkpoint show`,
+//! `checkpoint set`. Each returns the process exit code documented in
+//! `cli.rs` (0 ok, 1 runtime failure or refusal, 2 bad usage/config).
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use serde_json::json;
+
+use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
+use super::election::current_leader;
+use super::{connect, now_ms, Keys};
+use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
+use crate::config::EtcdConfig;
+use crate::event::Position;
+
+const TIMEOUT: Duration = Duration::from_secs(3);
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(EXIT_FAILURE)
+}
+
+fn age(written_at_ms: u64) -> String {
+    let ms = now_ms().saturating_sub(written_at_ms);
+    format!("{:.1} s", ms as f64 / 1000.0)
+}
+
+/// `binlog-bridge status [--json]`.
+pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
+    let keys = Keys::from_config(cfg);
+    let client = match connect(cfg, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = CheckpointStore::new(client.clone(), keys.clone());
+    let leader = match current_leader(&client, &keys, TIMEOUT).await {
+        Ok(l) => l,
+        Err(e) => return fail(e),
+    };
+    let checkpoint = match store.read(TIMEOUT).await {
+        Ok(c) => c.map(|s| s.checkpoint),
+        Err(e) => return fail(e),
+    };
+    let members = match store.members(TIMEOUT).await {
+        Ok(m) => m,
+        Err(e) => return fail(e),
+    };
+    if as_json {
+        let doc = json!({
+            "pipeline": cfg.pipeline,
+            "prefix": cfg.prefix,
+            "leader": leader,
+            "checkpoint": checkpoint.as_ref().map(|c| json!({
+                "position": c.position.to_string(),
+                "gtid": c.position.gtid,
+                "epoch": c.epoch,
+                "leader": c.leader,
+                "written_at_ms": c.written_at_ms,
+                "age_ms": now_ms().saturating_sub(c.written_at_ms),
+                "extra": c.extra,
+            })),
+            "members": members,
+        });
+        println!("{doc}");
+        return ExitCode::SUCCESS;
+    }
+    println!("pipeline    {} (prefix {})", cfg.pipeline, cfg.prefix);
+    match &leader {
+        Some(l) => match &l.identity {
+            Some(i) => println!("leader      {i}, epoch {}", l.epoch),
+            None => println!("leader      {} (unknown value), epoch {}", l.key, l.epoch),
+        },
+        None => println!("leader      none"),
+    }
+    match &checkpoint {
+        Some(c) => println!(
+            "checkpoint  {}{}, epoch {}, age {}",
+            c.position,
+            c.position
+                .gtid
+                .as_ref()
+                .map(|g| format!(" gtid {g}"))
+                .unwrap_or_default(),
+            c.epoch,
+            age(c.written_at_ms)
+        ),
+        None => println!("checkpoint  none"),
+    }
+    println!("members     {}", members.len());
+    for m in &members {
+        let lead = leader
+            .as_ref()
+            .and_then(|l| l.identity.as_ref())
+            .is_some_and(|i| i == m);
+        println!("  {m}{}", if lead { "  [leader]" } else { "" });
+    }
+    ExitCode::SUCCESS
+}
+
+/// `binlog-bridge checkpoint show [--json]`. Exits 1 when there is none.
+pub async fn checkpoint_show(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
+    let keys = Keys::from_config(cfg);
+    let client = match connect(cfg, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = CheckpointStore::new(client, keys);
+    let stored = match store.read(TIMEOUT).await {
+        Ok(Some(s)) => s,
+        Ok(None) => return fail(format!("no checkpoint at {} yet", store.key())),
+        Err(e) => return fail(e),
+    };
+    let c = &stored.checkpoint;
+    if as_json {
+        match serde_json::to_string(c) {
+            Ok(s) => println!("{s}"),
+            Err(e) => return fail(e),
+        }
+        return ExitCode::SUCCESS;
+    }
+    println!("position    {}", c.position);
+    if let Some(g) = &c.position.gtid {
+        println!("gtid        {g}");
+    }
+    println!("epoch       {}", c.epoch);
+    match &c.leader {
+        Some(l) => println!("written by  {l}"),
+        None => println!("written by  checkpoint set"),
+    }
+    println!("age         {}", age(c.written_at_ms));
+    for (k, v) in &c.extra {
+        println!("{k:<11} {v}");
+    }
+    ExitCode::SUCCESS
+}
+
+/// `binlog-bridge checkpoint set POSITION [--gtid G] [--force]`.
+pub async fn checkpoint_set(
+    cfg: &EtcdConfig,
+    position: &str,
+    gtid: Option<String>,
+    force: bool,
+) -> ExitCode {
+    let mut pos: Position = match position.parse() {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Some(g) = gtid {
+        if g.trim().is_empty() {
+            eprintln!("error: --gtid is empty; give a MySQL GTID set or a MariaDB GTID list (e.g. 0-1-100)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        pos.gtid = Some(g.trim().to_string());
+    }
+    let keys = Keys::from_config(cfg);
+    let client = match connect(cfg, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let store = CheckpointStore::new(client, keys);
+    let previous = match store.read(TIMEOUT).await {
+        Ok(p) => p,
+        Err(e) => return fail(e),
+    };
+    let doc = Checkpoint {
+        position: pos.clone(),
+        epoch: 0,
+        leader: None,
+        written_at_ms: now_ms(),
+        extra: previous
+            .as_ref()
+            .map(|p| p.checkpoint.extra.clone())
+            .unwrap_or_default(),
+    };
+    match store.set_by_hand(&doc, force, TIMEOUT).await {
+        Ok(()) => {
+            let before = previous
+                .map(|p| p.checkpoint.position.to_string())
+                .unwrap_or_else(|| "none".into());
+            println!("checkpoint set to {pos} (was {before})");
+            ExitCode::SUCCESS
+        }
+        Err(e @ CheckpointError::LeaderActive { .. }) => fail(e),
+        Err(e) => fail(e),
+    }
+}

@@ -1,0 +1,270 @@
+//! Every metric the bridge exports, defined in one place, rendered in the
+//! Prometheus text format.
+//!
+//! Counters and gauges are atomics; labelled counters (events by table and
+//! type) keep a small map behind a mutex, touched once per event batch, not per
+//! byte. Names and help texts here are the reference the README's metrics
+//! table is checked against.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Mutex;
+
+/// A monotonically increasing count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub fn inc(&self) {
+        self.add(1);
+    }
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down; stored as f64 bits.
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    pub fn set(&self, v: f64) {
+        self.0.store(v.to_bits(), Ordering::Relaxed);
+    }
+    pub fn get(&self) -> f64 {
+        f64::from_bits(self.0.load(Ordering::Relaxed))
+    }
+}
+
+/// An integer gauge that can be moved by deltas (in-flight counts).
+#[derive(Debug, Default)]
+pub struct IntGauge(AtomicI64);
+
+impl IntGauge {
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Upper bounds (seconds) of the latency histogram buckets.
+pub const LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+];
+
+/// A latency histogram with fixed buckets.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; LATENCY_BUCKETS.len()],
+    count: AtomicU64,
+    /// Sum in microseconds.
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, secs: f64) {
+        for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                self.buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_micros
+            .fetch_add((secs * 1e6).max(0.0) as u64, Ordering::Relaxed);
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
+/// Counters labelled by (table, type).
+#[derive(Debug, Default)]
+pub struct TableCounter(Mutex<BTreeMap<(String, String), u64>>);
+
+impl TableCounter {
+    pub fn add(&self, table: &str, kind: &str, n: u64) {
+        if let Ok(mut m) = self.0.lock() {
+            *m.entry((table.to_string(), kind.to_string())).or_insert(0) += n;
+        }
+    }
+    pub fn total(&self) -> u64 {
+        self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
+    }
+}
+
+/// All metrics of one process.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    pub role_leader: Gauge,
+    pub leadership_changes: Counter,
+    pub events_read: TableCounter,
+    pub events_produced: TableCounter,
+    pub bytes_produced: Counter,
+    pub binlog_file_index: Gauge,
+    pub binlog_offset: Gauge,
+    pub lag_seconds: Gauge,
+    pub kafka_in_flight: IntGauge,
+    pub kafka_delivery_errors: Counter,
+    pub commit_latency: Histogram,
+    /// Unix time (seconds) of the last checkpoint write; 0 = never.
+    pub checkpoint_unix: Gauge,
+    pub etcd_keepalive_seconds: Gauge,
+    pub source_reconnects: Counter,
+}
+
+/// `(name, type, help)` for every metric, in render order.
+pub const METRICS: [(&str, &str, &str); 14] = [
+    ("binlog_bridge_role_leader", "gauge", "1 while this process is the leader, 0 as standby."),
+    ("binlog_bridge_leadership_changes_total", "counter", "Times this process became leader or stepped down."),
+    ("binlog_bridge_events_read_total", "counter", "Row changes and schema changes read from the binlog, by table and type."),
+    ("binlog_bridge_events_produced_total", "counter", "Messages acknowledged by Kafka, by table and type."),
+    ("binlog_bridge_bytes_produced_total", "counter", "Bytes of message keys and values acknowledged by Kafka."),
+    ("binlog_bridge_binlog_file_index", "gauge", "Numeric suffix of the binlog file being read."),
+    ("binlog_bridge_binlog_offset_bytes", "gauge", "Offset in that binlog file of the last transaction read."),
+    ("binlog_bridge_replication_lag_seconds", "gauge", "Now minus the source commit time of the last event read (heartbeats keep it current when idle)."),
+    ("binlog_bridge_kafka_in_flight_messages", "gauge", "Messages handed to the producer and not yet acknowledged."),
+    ("binlog_bridge_kafka_delivery_errors_total", "counter", "Messages Kafka refused or failed to acknowledge."),
+    ("binlog_bridge_commit_latency_seconds", "histogram", "Time from handing a batch to Kafka to its full acknowledgement."),
+    ("binlog_bridge_checkpoint_age_seconds", "gauge", "Seconds since this process last wrote the checkpoint (-1: never)."),
+    ("binlog_bridge_etcd_keepalive_seconds", "gauge", "Round trip of the last etcd lease keep-alive."),
+    ("binlog_bridge_source_reconnects_total", "counter", "Times the binlog connection was re-established."),
+];
+
+fn escape(label: &str) -> String {
+    label
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+impl Metrics {
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self, now_unix: f64) -> String {
+        let mut out = String::with_capacity(4096);
+        for (name, kind, help) in METRICS {
+            let _ = writeln!(out, "# HELP {name} {help}");
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            match name {
+                "binlog_bridge_role_leader" => line(&mut out, name, self.role_leader.get()),
+                "binlog_bridge_leadership_changes_total" => {
+                    line(&mut out, name, self.leadership_changes.get() as f64)
+                }
+                "binlog_bridge_events_read_total" => labelled(&mut out, name, &self.events_read),
+                "binlog_bridge_events_produced_total" => {
+                    labelled(&mut out, name, &self.events_produced)
+                }
+                "binlog_bridge_bytes_produced_total" => {
+                    line(&mut out, name, self.bytes_produced.get() as f64)
+                }
+                "binlog_bridge_binlog_file_index" => {
+                    line(&mut out, name, self.binlog_file_index.get())
+                }
+                "binlog_bridge_binlog_offset_bytes" => {
+                    line(&mut out, name, self.binlog_offset.get())
+                }
+                "binlog_bridge_replication_lag_seconds" => {
+                    line(&mut out, name, self.lag_seconds.get())
+                }
+                "binlog_bridge_kafka_in_flight_messages" => {
+                    line(&mut out, name, self.kafka_in_flight.get() as f64)
+                }
+                "binlog_bridge_kafka_delivery_errors_total" => {
+                    line(&mut out, name, self.kafka_delivery_errors.get() as f64)
+                }
+                "binlog_bridge_commit_latency_seconds" => {
+                    histogram(&mut out, name, &self.commit_latency)
+                }
+                "binlog_bridge_checkpoint_age_seconds" => {
+                    let at = self.checkpoint_unix.get();
+                    let age = if at > 0.0 {
+                        (now_unix - at).max(0.0)
+                    } else {
+                        -1.0
+                    };
+                    line(&mut out, name, age)
+                }
+                "binlog_bridge_etcd_keepalive_seconds" => {
+                    line(&mut out, name, self.etcd_keepalive_seconds.get())
+                }
+                _ => line(&mut out, name, self.source_reconnects.get() as f64),
+            }
+        }
+        out
+    }
+}
+
+fn line(out: &mut String, name: &str, v: f64) {
+    let _ = writeln!(out, "{name} {v}");
+}
+
+fn labelled(out: &mut String, name: &str, c: &TableCounter) {
+    if let Ok(m) = c.0.lock() {
+        for ((table, kind), v) in m.iter() {
+            let _ = writeln!(
+                out,
+                "{name}{{table=\"{}\",type=\"{}\"}} {v}",
+                escape(table),
+                escape(kind)
+            );
+        }
+    }
+}
+
+fn histogram(out: &mut String, name: &str, h: &Histogram) {
+    for (i, b) in LATENCY_BUCKETS.iter().enumerate() {
+        let n = h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {n}");
+    }
+    let count = h.count.load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let sum = h.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+    let _ = writeln!(out, "{name}_sum {sum}");
+    let _ = writeln!(out, "{name}_count {count}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_every_metric_with_help_and_values() {
+        let m = Metrics::default();
+        m.role_leader.set(1.0);
+        m.events_read.add("shop.orders", "insert", 3);
+        m.events_read.add("shop.orders", "update", 2);
+        m.commit_latency.observe(0.02);
+        m.commit_latency.observe(3.0);
+        m.checkpoint_unix.set(100.0);
+        let text = m.render(103.5);
+        for (name, kind, _) in METRICS {
+            assert!(text.contains(&format!("# TYPE {name} {kind}\n")), "{name}");
+        }
+        assert!(text.contains("binlog_bridge_role_leader 1\n"));
+        assert!(text.contains(
+            "binlog_bridge_events_read_total{table=\"shop.orders\",type=\"insert\"} 3\n"
+        ));
+        assert!(text.contains("binlog_bridge_commit_latency_seconds_bucket{le=\"0.025\"} 1\n"));
+        assert!(text.contains("binlog_bridge_commit_latency_seconds_bucket{le=\"+Inf\"} 2\n"));
+        assert!(text.contains("binlog_bridge_commit_latency_seconds_count 2\n"));
+        assert!(text.contains("binlog_bridge_checkpoint_age_seconds 3.5\n"));
+        assert_eq!(m.events_read.total(), 5);
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::default();
+        m.events_read.add("a\"b", "x\\y", 1);
+        let text = m.render(0.0);
+        assert!(text.contains("table=\"a\\\"b\",type=\"x\\\\y\""), "{text}");
+        assert!(text.contains("binlog_bridge_checkpoint_age_seconds -1\n"));
+    }
+}

@@ -1,0 +1,250 @@
+//! The replica connection: connect, learn what the server is, ask for the
+//! binlog from a position or GTID state, and pump raw events into a bounded
+//! channel from a reader task.
+//!
+//! mysql_async does the protocol (auth, COM_REGISTER_SLAVE, COM_BINLOG_DUMP);
+//! its event parser strips checksums without checking them, so the reader
+//! rebuilds each event's exact bytes (header + body + checksum) and the
+//! decoder verifies the CRC32 itself. A read timeout (no event and no
+//! heartbeat for `read_timeout_secs`) turns a dead connection into a
+//! transient error.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStreamRequest, Conn};
+use tokio::sync::mpsc;
+
+use crate::event::Position;
+
+use super::charset::Charsets;
+use super::error::{classify_server_error, SourceError};
+
+/// Which server family we talk to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavor {
+    MariaDb,
+    MySql,
+}
+
+/// Where one dump request starts.
+#[derive(Debug, Clone)]
+pub enum DumpFrom {
+    File { file: String, offset: u64 },
+    Gtid(String),
+}
+
+/// Facts learnt on connect.
+pub struct ServerInfo {
+    pub flavor: Flavor,
+    pub version: String,
+    pub checksum: bool,
+}
+
+pub(crate) fn map_err(e: mysql_async::Error, what: &str) -> SourceError {
+    match e {
+        mysql_async::Error::Server(s) => classify_server_error(s.code, &s.message, what),
+        mysql_async::Error::Url(u) => SourceError::Config(format!("mysql.url: {u}")),
+        other => SourceError::Transient(other.to_string()),
+    }
+}
+
+pub async fn connect(opts: &mysql_async::Opts, timeout: Duration) -> Result<Conn, SourceError> {
+    match tokio::time::timeout(timeout, Conn::new(opts.clone())).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(map_err(e, "connect")),
+        Err(_) => Err(SourceError::Transient(format!(
+            "no answer from the MySQL server within {timeout:?}"
+        ))),
+    }
+}
+
+pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
+    let version: Option<String> = conn
+        .query_first("SELECT VERSION()")
+        .await
+        .map_err(|e| map_err(e, "SELECT VERSION()"))?;
+    let version = version.unwrap_or_default();
+    let flavor = if version.to_ascii_lowercase().contains("mariadb") {
+        Flavor::MariaDb
+    } else {
+        Flavor::MySql
+    };
+    let cs: Option<String> = conn
+        .query_first("SELECT @@GLOBAL.binlog_checksum")
+        .await
+        .map_err(|e| map_err(e, "binlog_checksum"))?;
+    Ok(ServerInfo {
+        flavor,
+        version,
+        checksum: cs.is_some_and(|c| !c.eq_ignore_ascii_case("NONE")),
+    })
+}
+
+/// Every collation the server knows, added to the built-in table.
+pub async fn load_charsets(conn: &mut Conn) -> Charsets {
+    let mut cs = Charsets::default();
+    let rows: Result<Vec<(u32, String)>, _> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
+        )
+        .await;
+    if let Ok(rows) = rows {
+        for (id, name) in rows {
+            cs.insert(id, &name);
+        }
+    }
+    cs
+}
+
+/// `SHOW BINARY LOGS` file names, oldest first.
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
+    let rows: Vec<mysql_async::Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(|e| map_err(e, "SHOW BINARY LOGS"))?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| r.get_opt::<String, _>(0).and_then(Result::ok))
+        .collect())
+}
+
+/// `SHOW MASTER STATUS`: the current end of the binlog.
+pub async fn current_position(conn: &mut Conn) -> Result<Position, SourceError> {
+    let row: Option<mysql_async::Row> = conn
+        .query_first("SHOW MASTER STATUS")
+        .await
+        .map_err(|e| map_err(e, "SHOW MASTER STATUS"))?;
+    let row = row.ok_or_else(|| {
+        SourceError::Settings(vec![
+            "SHOW MASTER STATUS is empty: binary logging is off; start the server with log_bin"
+                .into(),
+        ])
+    })?;
+    let file: Option<String> = row.get_opt(0).and_then(Result::ok);
+    let pos: Option<u64> = row.get_opt(1).and_then(Result::ok);
+    match (file, pos) {
+        (Some(f), Some(p)) => Ok(Position::new(f, p)),
+        _ => Err(SourceError::Transient(
+            "SHOW MASTER STATUS gave no file/position".into(),
+        )),
+    }
+}
+
+/// MariaDB: the GTID state at a binlog position (`BINLOG_GTID_POS`).
+pub async fn mariadb_gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Option<String> {
+    let r: Result<Option<Option<String>>, _> = conn
+        .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, offset))
+        .await;
+    r.ok().flatten().flatten().filter(|s| !s.is_empty())
+}
+
+/// Rebuild an event's bytes exactly as the server sent them.
+fn raw_event(ev: &mysql_async::binlog::events::Event) -> Vec<u8> {
+    let h = ev.header();
+    let mut raw = Vec::with_capacity(h.event_size() as usize);
+    raw.extend_from_slice(&h.timestamp().to_le_bytes());
+    raw.push(h.event_type_raw());
+    raw.extend_from_slice(&h.server_id().to_le_bytes());
+    raw.extend_from_slice(&h.event_size().to_le_bytes());
+    raw.extend_from_slice(&h.log_pos().to_le_bytes());
+    raw.extend_from_slice(&h.flags_raw().to_le_bytes());
+    raw.extend_from_slice(ev.data());
+    let stripped = (h.event_size() as usize).saturating_sub(raw.len());
+    if stripped == 5 {
+        let alg = match ev.footer().get_checksum_alg() {
+            Ok(Some(a)) => a as u8,
+            Ok(None) => 0,
+            Err(_) => 0xff,
+        };
+        raw.push(alg);
+    }
+    if stripped >= 4 {
+        raw.extend_from_slice(&ev.checksum().unwrap_or_default());
+    }
+    raw
+}
+
+pub type EventRx = mpsc::Receiver<Result<Vec<u8>, SourceError>>;
+
+/// Ask for the binlog and spawn the reader task. Returns the event channel.
+pub async fn start_dump(
+    mut conn: Conn,
+    flavor: Flavor,
+    server_id: u32,
+    from: &DumpFrom,
+    heartbeat: Duration,
+    read_timeout: Duration,
+    capacity: usize,
+) -> Result<(EventRx, tokio::task::JoinHandle<()>), SourceError> {
+    let hb_ns = heartbeat.as_nanos().min(u128::from(u32::MAX) * 1_000_000) as u64;
+    let mut setup = vec![format!("SET @master_heartbeat_period = {hb_ns}")];
+    if flavor == Flavor::MariaDb {
+        setup.push("SET @mariadb_slave_capability = 4".into());
+    }
+    if let DumpFrom::Gtid(g) = from {
+        if flavor == Flavor::MariaDb {
+            if !g
+                .chars()
+                .all(|c| c.is_ascii_digit() || c == '-' || c == ',')
+            {
+                return Err(SourceError::Config(format!("bad MariaDB GTID list `{g}`")));
+            }
+            setup.push(format!("SET @slave_connect_state = '{g}'"));
+            setup.push("SET @slave_gtid_strict_mode = 0".into());
+        }
+    }
+    for q in &setup {
+        conn.query_drop(q).await.map_err(|e| map_err(e, q))?;
+    }
+    let what = match from {
+        DumpFrom::File { file, offset } => format!("{file}:{offset}"),
+        DumpFrom::Gtid(g) => format!("gtid:{g}"),
+    };
+    let mut sids = Vec::new();
+    let (file, offset): (Vec<u8>, u64) = match from {
+        DumpFrom::File { file, offset } => (file.as_bytes().to_vec(), *offset),
+        DumpFrom::Gtid(g) => {
+            if flavor == Flavor::MySql {
+                for part in g.split(',') {
+                    let sid: mysql_async::Sid<'static> = part.trim().parse().map_err(|e| {
+                        SourceError::Config(format!("bad MySQL GTID set `{part}`: {e:?}"))
+                    })?;
+                    sids.push(sid);
+                }
+            }
+            (Vec::new(), 4)
+        }
+    };
+    let mut req = BinlogStreamRequest::new(server_id)
+        .with_filename(&file)
+        .with_pos(offset);
+    if flavor == Flavor::MySql && matches!(from, DumpFrom::Gtid(_)) {
+        req = req.with_gtid().with_gtid_set(sids);
+    }
+    let mut stream = conn
+        .get_binlog_stream(req)
+        .await
+        .map_err(|e| map_err(e, &what))?;
+    let (tx, rx) = mpsc::channel(capacity);
+    let task = tokio::spawn(async move {
+        loop {
+            let item = match tokio::time::timeout(read_timeout, stream.next()).await {
+                Err(_) => Err(SourceError::Transient(format!(
+                    "no binlog event or heartbeat for {read_timeout:?}: connection presumed dead"
+                ))),
+                Ok(None) => Err(SourceError::Transient(
+                    "the server closed the binlog stream".into(),
+                )),
+                Ok(Some(Err(e))) => Err(map_err(e, &what)),
+                Ok(Some(Ok(ev))) => Ok(raw_event(&ev)),
+            };
+            let stop = item.is_err();
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+    });
+    Ok((rx, task))
+}

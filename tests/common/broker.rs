@@ -1,0 +1,64 @@
+//! A private tansu broker (sqlite storage in its own temp dir, its own port)
+//! that a test may stop and restart without touching the shared dev-env broker.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use super::{free_port, tansu_bin, wait_port, ChildGuard};
+
+pub struct PrivateBroker {
+    pub port: u16,
+    dir: tempfile::TempDir,
+    child: ChildGuard,
+}
+
+impl PrivateBroker {
+    pub fn start() -> PrivateBroker {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let port = free_port();
+        let child = spawn(&dir.path().to_path_buf(), port);
+        PrivateBroker { port, dir, child }
+    }
+
+    pub fn brokers(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    /// kill -9 the broker (its data stays on disk).
+    pub fn kill(&mut self) {
+        self.child.kill();
+    }
+
+    /// SIGTERM the broker and wait for it to exit.
+    pub fn stop(&mut self) {
+        self.child.terminate(Duration::from_secs(10));
+    }
+
+    /// Start it again on the same port and data.
+    pub fn restart(&mut self) {
+        self.child.kill();
+        self.child = spawn(&self.dir.path().to_path_buf(), self.port);
+    }
+}
+
+fn spawn(dir: &PathBuf, port: u16) -> ChildGuard {
+    let url = format!("tcp://127.0.0.1:{port}");
+    let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
+    let child = Command::new(tansu_bin())
+        .current_dir(dir)
+        .args([
+            "broker",
+            "--listener-url",
+            &url,
+            "--advertised-listener-url",
+            &url,
+        ])
+        .args(["--storage-engine", "sqlite://broker.db"])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("spawn tansu");
+    wait_port(port, Duration::from_secs(20));
+    ChildGuard(Some(child))
+}
