@@ -42,7 +42,10 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
                 .to_string(),
         )
         // Same key -> same partition as Java producers (Kafka's default partitioner).
-        .set("partitioner", "murmur2_random");
+        .set("partitioner", "murmur2_random")
+        // Our metadata lookups must not let a broker with auto-creation on
+        // create a topic with its defaults: we create it with kafka.partitions.
+        .set("allow.auto.create.topics", "false");
     for (k, v) in &cfg.properties {
         c.set(k, v);
     }
@@ -233,5 +236,30 @@ impl Producer {
     pub fn purge(&self) {
         self.inner
             .purge(rdkafka::producer::PurgeConfig::default().queue().inflight());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guarantees_and_tuning_are_set_and_properties_apply_last() {
+        let mut cfg = KafkaConfig::default();
+        cfg.properties
+            .insert("compression.type".into(), "zstd".into());
+        cfg.properties
+            .insert("message.timeout.ms".into(), "30000".into());
+        let c = producer_config(&cfg);
+        assert_eq!(c.get("acks"), Some("all"));
+        assert_eq!(c.get("enable.idempotence"), Some("true"));
+        assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("5"));
+        assert_eq!(c.get("linger.ms"), Some("5"));
+        assert_eq!(c.get("batch.size"), Some("1000000"));
+        assert_eq!(c.get("allow.auto.create.topics"), Some("false"));
+        assert_eq!(c.get("compression.type"), Some("zstd"), "properties win");
+        assert_eq!(c.get("message.timeout.ms"), Some("30000"));
+        let c = producer_config(&KafkaConfig::default());
+        assert_eq!(c.get("compression.type"), Some("lz4"));
     }
 }
