@@ -96,7 +96,17 @@ async fn put_get_through_every_endpoint_survives_leader_kill() {
     cluster.wait_healthy(Duration::from_secs(20)).await;
     let start = Instant::now();
     loop {
-        if get(&eps[leader], "/smoke/b").await.as_deref() == Some("2") {
+        // The member may not listen yet: connection errors mean "not yet".
+        let got = match Client::connect([eps[leader].as_str()], None).await {
+            Ok(mut c) => c.get("/smoke/b", None).await.ok(),
+            Err(_) => None,
+        };
+        let value = got.and_then(|r| {
+            r.kvs()
+                .first()
+                .map(|kv| kv.value_str().unwrap_or_default().to_string())
+        });
+        if value.as_deref() == Some("2") {
             break;
         }
         assert!(
