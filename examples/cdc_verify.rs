@@ -126,6 +126,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("group.id", "cdc-verify")
         .set("enable.auto.commit", "false")
         .set("isolation.level", &a.isolation)
+        // Room for the producer's largest batch (kafka.batch_bytes) in one fetch.
+        .set("max.partition.fetch.bytes", "52428800")
+        .set("fetch.max.bytes", "52428800")
         .create()?;
     let prefix = format!("{}.", a.db);
     let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;

@@ -34,6 +34,9 @@ use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
 
 /// Events read ahead of the sink. Bounded: a slow Kafka stops the reader.
 const READ_AHEAD: usize = 4096;
+/// Checkpoint field: the leader that wrote it stopped gracefully, with
+/// everything it sent acknowledged.
+pub const CLEAN_STOP: &str = "clean_stop";
 /// How long a graceful stop waits for Kafka to acknowledge the last batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -148,6 +151,28 @@ impl LeaderWork for Bridge {
 
         let exactly_once = matches!(kafka.delivery, Delivery::Idempotent | Delivery::Auto);
         let kafka = &producer_settings(kafka, self.config.etcd.lease_ttl_secs, exactly_once);
+        // Whether the last leader stopped cleanly: it flushed everything and
+        // wrote its final checkpoint, and nobody has led since (every leader
+        // clears the flag below before it sends anything). Then the
+        // checkpoint is exact and the exactly-once fence is not needed; so it
+        // is not either when there is no checkpoint at all (nobody sent).
+        let clean = match &ctx.resume {
+            None => true,
+            Some(c) => c.extra.get(CLEAN_STOP) == Some(&serde_json::Value::Bool(true)),
+        };
+        let mut source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
+            .await
+            .map_err(failed)?;
+        // Before any output: record where this leader starts and that it has
+        // not stopped cleanly (yet).
+        ctx.checkpoint
+            .set_extra(CLEAN_STOP, serde_json::Value::Bool(false))
+            .await;
+        if let Some(p) = source.position() {
+            ctx.checkpoint.acked(&p).await?;
+        }
+        ctx.checkpoint.flush().await?;
+
         let mut sink = KafkaSink::new(kafka, &self.config.etcd.pipeline, ctx.epoch)
             .await
             .map_err(failed)?
@@ -156,12 +181,11 @@ impl LeaderWork for Bridge {
         // every hand-off to the producer.
         let session = ctx.session();
         sink.set_deadline_fn(move || session.deadline());
-        if exactly_once {
+        if exactly_once && !clean {
             self.reconcile(&ctx, kafka, &mut sink).await?;
+        } else if exactly_once {
+            tracing::info!("the previous leader stopped cleanly: resuming without the fence delay");
         }
-        let mut source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
-            .await
-            .map_err(failed)?;
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
         // The reader task: binlog -> bounded channel.
@@ -254,10 +278,16 @@ impl LeaderWork for Bridge {
         // Graceful stop: wait for every acknowledgement; the pipeline writes
         // the final checkpoint after we return.
         match sink.flush(FLUSH_TIMEOUT).await {
-            Ok(Some(p)) => {
-                ctx.checkpoint.acked(&p).await?;
+            Ok(p) => {
+                if let Some(p) = p {
+                    ctx.checkpoint.acked(&p).await?;
+                }
+                // Everything sent is acknowledged and checkpointed (the
+                // pipeline writes this final checkpoint after we return).
+                ctx.checkpoint
+                    .set_extra(CLEAN_STOP, serde_json::Value::Bool(true))
+                    .await;
             }
-            Ok(None) => {}
             Err(e) => {
                 sink.abort();
                 return Err(failed(e));

@@ -235,6 +235,9 @@ struct WriterState {
     written: Option<Position>,
     acked: Option<Position>,
     extra: serde_json::Map<String, serde_json::Value>,
+    /// An extra field changed since the last write: the next write must
+    /// happen even if the position did not move.
+    extra_dirty: bool,
 }
 
 /// The leader's checkpoint writer. Clones share state (the pipeline keeps one
@@ -272,6 +275,7 @@ impl CheckpointWriter {
                 written: resume.map(|c| c.position.clone()),
                 acked: None,
                 extra: resume.map(|c| c.extra.clone()).unwrap_or_default(),
+                extra_dirty: false,
             })),
         }
     }
@@ -282,7 +286,12 @@ impl CheckpointWriter {
 
     /// Set an extra field carried in every following checkpoint.
     pub async fn set_extra(&self, key: impl Into<String>, value: serde_json::Value) {
-        self.state.lock().await.extra.insert(key.into(), value);
+        let mut st = self.state.lock().await;
+        let key = key.into();
+        if st.extra.get(&key) != Some(&value) {
+            st.extra.insert(key, value);
+            st.extra_dirty = true;
+        }
     }
 
     /// The last position written by this writer (or resumed from).
@@ -329,7 +338,7 @@ impl CheckpointWriter {
         let Some(position) = st.acked.clone() else {
             return Ok(false);
         };
-        if st.written.as_ref() == Some(&position) && st.last_write.is_some() {
+        if st.written.as_ref() == Some(&position) && st.last_write.is_some() && !st.extra_dirty {
             return Ok(false);
         }
         // Invariant 4: never write after the lease deadline or a loss.
@@ -369,6 +378,7 @@ impl CheckpointWriter {
             Ok(()) => {
                 st.last_write = Some(Instant::now());
                 st.written = Some(position);
+                st.extra_dirty = false;
                 Ok(true)
             }
             Err(CheckpointError::Fenced { epoch }) => {

@@ -193,6 +193,9 @@ pub fn last_markers(
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
         .set("fetch.wait.max.ms", "10")
+        // Room for the producer's largest batch in one fetch.
+        .set("max.partition.fetch.bytes", "52428800")
+        .set("fetch.max.bytes", "52428800")
         .set("isolation.level", "read_committed");
     for (k, v) in &cfg.properties {
         // Producer-only properties would make the consumer refuse to start.

@@ -242,6 +242,16 @@ impl BinlogSource {
         self.resume.as_ref()
     }
 
+    /// Where the stream stands: after the last event returned, or, before
+    /// the first one, the start position once it is known (`Latest` and
+    /// `Earliest` are resolved when the dump opens; a GTID start is not).
+    pub fn position(&self) -> Option<Position> {
+        match (&self.resume, &self.start) {
+            (Some(p), _) | (None, StartFrom::Position(p)) => Some(p.clone()),
+            _ => None,
+        }
+    }
+
     /// Open a dump on `conn` from the resume point (or the original start).
     async fn open(&mut self, mut conn: mysql_async::Conn) -> Result<(), SourceError> {
         let from = match (&self.resume, &self.start) {
@@ -251,7 +261,9 @@ impl BinlogSource {
                 let first = logs.first().cloned().ok_or_else(|| {
                     SourceError::Settings(vec!["SHOW BINARY LOGS is empty: binary logging is off; start the server with log_bin".into()])
                 })?;
-                Position::new(first, 4)
+                let p = Position::new(first, 4);
+                self.start = StartFrom::Position(p.clone());
+                p
             }
             (None, StartFrom::Latest) => {
                 let p = connection::current_position(&mut conn).await?;
