@@ -9,7 +9,8 @@
 //! may appear once or not at all. Takeover times are measured from the
 //! messages' epoch headers and timestamps: last message of one leader epoch to
 //! the first of the next. Exits 1 on any lost, duplicated, out-of-order or
-//! phantom change. Reads Debezium-format values (`kafka.format = "debezium"`).
+//! phantom change, and 3 when Kafka holds more than the broker would serve
+//! (reads stalled before the end of some partition): no verdict. Reads Debezium-format values (`kafka.format = "debezium"`).
 //!
 //!     cargo run --example cdc_verify -- --brokers 127.0.0.1:9092 --db chaos --log /tmp/chaos.log
 
@@ -108,6 +109,12 @@ fn parse(m: &rdkafka::message::BorrowedMessage<'_>, epoch_header: &str) -> Optio
     })
 }
 
+/// Exit 3: the broker did not serve the reads (not a verdict on the bridge).
+fn stalled(why: &str) -> ! {
+    eprintln!("verify: the broker stopped serving reads: {why}");
+    std::process::exit(3);
+}
+
 fn percentile(sorted: &[i64], p: f64) -> i64 {
     if sorted.is_empty() {
         return 0;
@@ -131,15 +138,32 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .set("fetch.max.bytes", "52428800")
         .create()?;
     let prefix = format!("{}.", a.db);
-    let md = consumer.fetch_metadata(None, Duration::from_secs(10))?;
+    let md = match consumer.fetch_metadata(None, Duration::from_secs(10)) {
+        Ok(md) => md,
+        Err(e) => stalled(&format!("cannot read the topic list: {e}")),
+    };
     let mut tpl = TopicPartitionList::new();
+    // What Kafka holds now (the writer has finished): reading up to these
+    // offsets means everything was read.
+    let mut ends: HashMap<(String, i32), i64> = HashMap::new();
     for t in md.topics() {
         if t.name().starts_with(&prefix) {
             for p in t.partitions() {
                 tpl.add_partition_offset(t.name(), p.id(), Offset::Beginning)?;
+                match consumer.fetch_watermarks(t.name(), p.id(), Duration::from_secs(10)) {
+                    Ok((_, high)) => {
+                        ends.insert((t.name().to_string(), p.id()), high);
+                    }
+                    Err(e) => stalled(&format!(
+                        "cannot read the end of {}/{}: {e}",
+                        t.name(),
+                        p.id()
+                    )),
+                }
             }
         }
     }
+    let mut next: HashMap<(String, i32), i64> = HashMap::new();
     if tpl.count() == 0 {
         eprintln!("verify: no topic named {prefix}* on {}", a.brokers);
     }
@@ -152,14 +176,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut unreadable = 0u64;
     loop {
         match consumer.poll(Duration::from_millis(200)) {
-            Some(Ok(m)) => match parse(&m, &a.epoch_header) {
-                Some(s) => {
-                    found.insert(s.change.clone());
-                    seen.push(s);
-                    last_new = Instant::now();
+            Some(Ok(m)) => {
+                next.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+                match parse(&m, &a.epoch_header) {
+                    Some(s) => {
+                        found.insert(s.change.clone());
+                        seen.push(s);
+                        last_new = Instant::now();
+                    }
+                    None => unreadable += 1,
                 }
-                None => unreadable += 1,
-            },
+            }
             Some(Err(e)) => eprintln!("verify: {e}"),
             None => {}
         }
@@ -171,6 +198,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         if Instant::now() > deadline {
             break;
         }
+    }
+    let behind: Vec<String> = ends
+        .iter()
+        .filter(|(k, end)| next.get(*k).copied().unwrap_or(0) < **end)
+        .map(|((t, p), end)| {
+            format!(
+                "{t}/{p} at {} of {end}",
+                next.get(&(t.clone(), *p)).copied().unwrap_or(0)
+            )
+        })
+        .collect();
+    if !behind.is_empty() && !certain.iter().all(|c| found.contains(*c)) {
+        // Kafka holds more than could be read: the broker stopped serving
+        // reads, which says nothing about what the bridge delivered.
+        stalled(&format!(
+            "read {} messages; partitions not read to their end: {}",
+            seen.len(),
+            behind.join(", ")
+        ));
     }
 
     // Counts.

@@ -73,57 +73,18 @@ delivery = "$DELIVERY"
 partitions = 3
 EOF
 
-declare -A BRIDGE
-start_bridge() { # 1..3
-  BINLOG_BRIDGE_MYSQL_SERVER_ID=$((3000 + $1)) BINLOG_BRIDGE_HTTP_LISTEN=127.0.0.1:$((19186 + $1)) \
-    "$BIN" --config "$DIR/bridge.toml" run >>"$DIR/bridge$1.log" 2>&1 &
-  BRIDGE[$1]=$!
-  disown "$!"
-}
+HTTP_BASE=19186
+SERVER_ID_BASE=3000
+# shellcheck source=scripts/lib/bridges.sh
+source "$ROOT/scripts/lib/bridges.sh"
 cleanup() {
   touch "$DIR/stop" 2>/dev/null || true
-  for i in 1 2 3; do
-    [ -n "${BRIDGE[$i]:-}" ] && { kill -CONT "${BRIDGE[$i]}" 2>/dev/null; kill -TERM "${BRIDGE[$i]}" 2>/dev/null; } || true
-  done
   [ -n "${WRITER:-}" ] && kill -TERM "$WRITER" 2>/dev/null || true
-  sleep 1
-  for i in 1 2 3; do [ -n "${BRIDGE[$i]:-}" ] && kill -KILL "${BRIDGE[$i]}" 2>/dev/null || true; done
+  stop_bridges
   [ "$KEEP_ENV" = 1 ] || $ENV_SH down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
 
-leader_pid() {
-  timeout 5 "$BIN" --config "$DIR/bridge.toml" status --json 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); l=d.get("leader") or {}; print((l.get("identity") or {}).get("pid",""))' 2>/dev/null || true
-}
-which_bridge() { local i; for i in 1 2 3; do if [ "${BRIDGE[$i]:-}" = "$1" ]; then echo "$i"; fi; done; }
-wait_leader() { # [pid to exclude] -> pid; waits up to 30 s
-  local i pid
-  for ((i = 0; i < 300; i++)); do
-    pid=$(leader_pid)
-    if [ -n "$pid" ] && [ "$pid" != "${1:-}" ]; then echo "$pid"; return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
-# The leader is streaming when its /readyz answers 200 (standbys answer 200
-# too, so ask the one that leads).
-wait_streaming() { # pid
-  local i n port
-  for ((i = 0; i < 200; i++)); do
-    for n in 1 2 3; do
-      [ "${BRIDGE[$n]:-}" = "$1" ] || continue
-      port=$((19186 + n))
-      if python3 -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('http://127.0.0.1:$port/status', timeout=1)); sys.exit(0 if s['streaming'] else 1)" 2>/dev/null; then return 0; fi
-    done
-    sleep 0.1
-  done
-  return 1
-}
-wait_gone() { # pid: wait until it has exited (its HTTP port is free again)
-  local i
-  for ((i = 0; i < 200; i++)); do kill -0 "$1" 2>/dev/null || return 0; sleep 0.05; done
-}
 now() { date +%s.%N; }
 elapsed() { python3 -c "print(f'{$(now) - $1:.2f}')"; }
 
@@ -205,10 +166,20 @@ echo "| round | fault | leader before | leader after | takeover seen by status (
 echo "| --- | --- | --- | --- | --- |"
 printf '%s\n' "${RESULTS[@]}"
 echo
-if ! "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 120; then
-  FAILED=1
-  echo "read_uncommitted, for comparison:"
-  "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 20 \
-    --isolation read_uncommitted | grep -E "read|lost|dupl" || true
-fi
+# The verifier exits 3 when the broker stops serving reads before the end of
+# the data (tansu's sqlite storage has been seen to stall under this read
+# load): that is no verdict on the bridge, so restart the broker (its data is
+# on disk) and read again.
+rc=3
+for attempt in 1 2 3; do
+  set +e
+  "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 120
+  rc=$?
+  set -e
+  [ "$rc" = 3 ] || break
+  say "verify attempt $attempt: the broker stopped serving reads; restarting it and reading again"
+  $ENV_SH stop broker
+  $ENV_SH start broker >/dev/null 2>&1
+done
+[ "$rc" = 0 ] || FAILED=1
 exit $FAILED

@@ -57,53 +57,19 @@ delivery = "idempotent"
 partitions = 3
 EOF
 
-PIDS=()
+HTTP_BASE=9186
+SERVER_ID_BASE=2000
+# shellcheck source=scripts/lib/bridges.sh
+source "$ROOT/scripts/lib/bridges.sh"
+WRITER=
 cleanup() {
   touch "$DIR/stop" 2>/dev/null || true
-  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-  sleep 1
-  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  [ -z "$WRITER" ] || kill -TERM "$WRITER" 2>/dev/null || true
+  stop_bridges
 }
 trap cleanup EXIT
 
-declare -A BRIDGE
-for i in 1 2 3; do
-  BINLOG_BRIDGE_MYSQL_SERVER_ID=$((2000 + i)) BINLOG_BRIDGE_HTTP_LISTEN=127.0.0.1:$((9186 + i)) \
-    "$BIN" --config "$DIR/bridge.toml" run >"$DIR/bridge$i.log" 2>&1 &
-  BRIDGE[$i]=$!
-  disown "$!"
-  PIDS+=($!)
-done
-
-leader_pid() {
-  "$BIN" --config "$DIR/bridge.toml" status --json 2>/dev/null |
-    python3 -c 'import json,sys; d=json.load(sys.stdin); l=d.get("leader") or {}; print((l.get("identity") or {}).get("pid",""))' 2>/dev/null || true
-}
-
-# The leader is streaming when its /readyz answers 200 (standbys answer 200
-# too, so ask the one that leads).
-wait_streaming() { # pid
-  local i n port
-  for ((i = 0; i < 200; i++)); do
-    for n in 1 2 3; do
-      [ "${BRIDGE[$n]:-}" = "$1" ] || continue
-      port=$((9186 + n))
-      if python3 -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('http://127.0.0.1:$port/status', timeout=1)); sys.exit(0 if s['streaming'] else 1)" 2>/dev/null; then return 0; fi
-    done
-    sleep 0.1
-  done
-  return 1
-}
-
-wait_leader() { # pid to exclude
-  local i pid
-  for ((i = 0; i < 100; i++)); do
-    pid=$(leader_pid)
-    if [ -n "$pid" ] && [ "$pid" != "${1:-}" ]; then echo "$pid"; return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
+for i in 1 2 3; do start_bridge "$i"; done
 
 LEADER=$(wait_leader) || { say "no leader elected; see $DIR/bridge*.log"; exit 1; }
 wait_streaming "$LEADER" || { say "the leader is not streaming; see $DIR/bridge*.log"; exit 1; }
@@ -113,7 +79,6 @@ say "writer: $RATE row changes/s for ${SECONDS_TO_RUN}s into database $DB"
 "$EX/cdc_writer" --url "$BB_MYSQL_ADMIN_URL" --db "$DB" --fresh --tables 3 --rate "$RATE" \
   --seconds "$SECONDS_TO_RUN" --log "$DIR/writer.log" >"$DIR/writer.out" 2>&1 &
 WRITER=$!
-PIDS+=($WRITER)
 
 sleep $((SECONDS_TO_RUN / 3))
 say "kill -9 the leader (pid $LEADER)"
@@ -124,6 +89,7 @@ TOOK=$(python3 -c "import time; print(f'{time.time() - $KILLED_AT:.2f}')")
 say "pid $NEW took over after ${TOOK}s (lease TTL 1 s)"
 
 wait "$WRITER"
+WRITER=
 say "$(cat "$DIR/writer.out" | tail -1)"
 say "checking Kafka against the writer's log (every committed change exactly once, in order per row)"
 "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 60 | tee "$DIR/verify.txt"
