@@ -235,14 +235,19 @@ async fn a_leader_paused_past_its_ttl_writes_nothing_after_it_wakes() {
     );
     b.assert_status_leader(pid2, epoch2);
     let log = b.log(i);
-    for l in log
-        .lines()
-        .filter(|l| l.contains("session lost") || l.contains("Txn refused"))
-    {
+    for l in log.lines().filter(|l| {
+        l.contains("session lost")
+            || l.contains("Txn refused")
+            || l.contains("lease deadline passed")
+    }) {
         println!("woken process: {l}");
     }
     assert!(
-        log.contains("etcd session lost") || log.contains("checkpoint Txn refused"),
+        // Whichever notices first says so: the session, the fenced Txn, or
+        // the leader loop seeing its deadline gone.
+        log.contains("etcd session lost")
+            || log.contains("checkpoint Txn refused")
+            || log.contains("lease deadline passed"),
         "the woken process must notice it lost the lease:\n{log}"
     );
     // It stands by again: registered as a member, not leading.
