@@ -1,5 +1,5 @@
 -- The demo's replication user (least privileges) and a table the writer fills.
-CREATE USER IF NOT EXISTS 'bridge'@'%' IDENTIFIED BY 'bridge';
+CREATE USER IF NOT EXISTS 'bridge'@'%' IDENTIFIED WITH mysql_native_password BY 'bridge';
 GRANT SELECT, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'bridge'@'%';
 CREATE DATABASE IF NOT EXISTS shop;
 CREATE TABLE IF NOT EXISTS shop.orders (
