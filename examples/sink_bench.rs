@@ -10,7 +10,7 @@
 //! ```text
 //! cargo run --release --example sink_bench -- [ROWS] [FORMAT]
 //! ```
-//! (`BINLOG_BRIDGE_TEST_BROKERS` overrides 127.0.0.1:9092.)
+//! (`BB_TEST_BROKERS` overrides 127.0.0.1:9092.)
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -198,7 +198,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => Format::Debezium,
     };
     let brokers =
-        std::env::var("BINLOG_BRIDGE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+        std::env::var("BB_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let evs = events(rows);
     // The same messages, pre-encoded, for the plain producer.
     let ctx = EncodeContext {

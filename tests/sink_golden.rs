@@ -4,7 +4,7 @@
 //! The files under `tests/golden/` are one JSON document per line, so they
 //! double as input for the on-demand Flink check (`tests/flink/`). After an
 //! intended format change, regenerate them with
-//! `BINLOG_BRIDGE_UPDATE_GOLDEN=1 cargo nextest run --test sink_golden`
+//! `BB_UPDATE_GOLDEN=1 cargo nextest run --test sink_golden`
 //! and review the diff against the format's spec (module docs of
 //! `src/sink/format/`). Besides the byte comparison, each test reads the
 //! documented fields back with plain serde_json.
@@ -140,14 +140,14 @@ fn golden(name: &str, lines: &[String]) {
     for l in lines {
         serde_json::from_str::<J>(l).unwrap_or_else(|e| panic!("{name}: invalid JSON {e}: {l}"));
     }
-    if std::env::var_os("BINLOG_BRIDGE_UPDATE_GOLDEN").is_some() {
+    if std::env::var_os("BB_UPDATE_GOLDEN").is_some() {
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, &text).unwrap();
         return;
     }
     let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e}; generate with BINLOG_BRIDGE_UPDATE_GOLDEN=1",
+            "{}: {e}; generate with BB_UPDATE_GOLDEN=1",
             path.display()
         )
     });

@@ -1,5 +1,5 @@
 //! The sink against the real broker (dev-env tansu on 127.0.0.1:9092, or
-//! `BINLOG_BRIDGE_TEST_BROKERS`): round trip per format read back with plain
+//! `BB_TEST_BROKERS`): round trip per format read back with plain
 //! serde_json, key partitioning and per-key order, topic creation, the
 //! acknowledged position, and errors a user can cause. A broker that cannot
 //! be reached fails these tests; start it with
@@ -20,7 +20,7 @@ use serde_json::Value as J;
 use sink_fixture::*;
 
 fn brokers() -> String {
-    std::env::var("BINLOG_BRIDGE_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
+    std::env::var("BB_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
 }
 
 fn unique(prefix: &str) -> String {
