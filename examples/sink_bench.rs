@@ -197,8 +197,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Some("maxwell") => Format::Maxwell,
         _ => Format::Debezium,
     };
-    let brokers =
-        std::env::var("BB_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
+    let brokers = std::env::var("BB_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into());
     let evs = events(rows);
     // The same messages, pre-encoded, for the plain producer.
     let ctx = EncodeContext {

@@ -145,12 +145,8 @@ fn golden(name: &str, lines: &[String]) {
         std::fs::write(&path, &text).unwrap();
         return;
     }
-    let want = std::fs::read_to_string(&path).unwrap_or_else(|e| {
-        panic!(
-            "{}: {e}; generate with BB_UPDATE_GOLDEN=1",
-            path.display()
-        )
-    });
+    let want = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("{}: {e}; generate with BB_UPDATE_GOLDEN=1", path.display()));
     for (i, (got, exp)) in text.lines().zip(want.lines()).enumerate() {
         assert_eq!(got, exp, "{name} line {} differs", i + 1);
     }
