@@ -5,6 +5,8 @@
 #
 #   bash scripts/chaos.sh [--rounds N] [--delivery MODE] [--format debezium]
 #
+# BB_CHAOS_DIR, BB_CHAOS_MYSQL_PORT, BB_CHAOS_ETCD_PORT_BASE, BB_CHAOS_KAFKA_PORT
+# and BB_CHAOS_HTTP_BASE move it elsewhere (to run two at once).
 # --faults picks the fault types (default: all, in this order); --keep-env
 # leaves the private services running afterwards for a look.
 # Fault types, in turn: kill -9 of the leader; SIGSTOP of the leader past the
@@ -36,8 +38,10 @@ done
 
 say() { printf '[chaos %s] %s\n' "$(date +%T)" "$*"; }
 
-DIR=$ROOT/target/chaos
-export BB_DEV_DIR=$DIR/env BB_MYSQL_PORT=13306 BB_ETCD_PORT_BASE=12379 BB_KAFKA_PORT=19092
+DIR=${BB_CHAOS_DIR:-$ROOT/target/chaos}
+export BB_DEV_DIR=$DIR/env
+export BB_MYSQL_PORT=${BB_CHAOS_MYSQL_PORT:-13306} BB_ETCD_PORT_BASE=${BB_CHAOS_ETCD_PORT_BASE:-12379}
+export BB_KAFKA_PORT=${BB_CHAOS_KAFKA_PORT:-19092}
 ENV_SH="bash $ROOT/scripts/dev-env.sh"
 $ENV_SH down >/dev/null 2>&1 || true
 rm -rf "$DIR" && mkdir -p "$DIR"
@@ -73,7 +77,7 @@ delivery = "$DELIVERY"
 partitions = 3
 EOF
 
-HTTP_BASE=19186
+HTTP_BASE=${BB_CHAOS_HTTP_BASE:-19186}
 SERVER_ID_BASE=3000
 # shellcheck source=scripts/lib/bridges.sh
 source "$ROOT/scripts/lib/bridges.sh"
