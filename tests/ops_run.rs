@@ -1,0 +1,175 @@
+//! A real `binlog-bridge run` seen from the operator's side: /metrics moves
+//! while rows flow, /readyz and /status follow the role, and the MySQL
+//! password given in a file never shows in logs, /status or /metrics.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::broker::PrivateBroker;
+use common::ChildGuard;
+use mysql_async::prelude::Queryable;
+
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
+}
+
+fn metric(body: &str, line_prefix: &str) -> Option<f64> {
+    body.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < within {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out after {within:?} waiting for {what}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
+    let env = common::dev_env();
+    let broker = PrivateBroker::start();
+    let db = common::unique("ops_run");
+    // A user of its own, with a password that cannot appear by accident.
+    let user = format!("u{}", &db[db.len() - 8..]);
+    let secret = format!("Pw-{db}-x9");
+    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
+        .await
+        .unwrap();
+    admin
+        .query_drop(format!(
+            "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; \
+             GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"
+        ))
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("mysql-password");
+    std::fs::write(&pw, format!("{secret}\n")).unwrap();
+    let port = common::free_port();
+    let config = format!(
+        "[mysql]\nurl = \"mysql://{user}@127.0.0.1:3306\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
+         [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{db}\"\nlease_ttl_secs = 1\ncheckpoint_interval_ms = 100\n\
+         [kafka]\nbrokers = \"{}\"\ndelivery = \"idempotent\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        pw.display(),
+        env.etcd_endpoints,
+        broker.brokers()
+    );
+    let cfg_path = dir.path().join("bb.toml");
+    std::fs::write(&cfg_path, config).unwrap();
+    let log_path = dir.path().join("bridge.log");
+    let mut bridge = ChildGuard(Some(
+        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log_path).unwrap())
+            .spawn()
+            .unwrap(),
+    ));
+
+    wait_until(
+        "the bridge to lead and stream",
+        Duration::from_secs(20),
+        || {
+            get(port, "/status")
+                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+                .is_some_and(|s| s["role"] == "leader" && s["streaming"] == true)
+        },
+    );
+    assert_eq!(get(port, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(get(port, "/healthz").map(|r| r.0), Some(200));
+
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
+        ))
+        .await
+        .unwrap();
+    for i in 0..50 {
+        admin
+            .query_drop(format!("INSERT INTO {db}.t VALUES ({i}, {i})"))
+            .await
+            .unwrap();
+    }
+    admin
+        .query_drop(format!("UPDATE {db}.t SET v = v + 1 WHERE id < 10"))
+        .await
+        .unwrap();
+
+    let inserts = format!("binlog_bridge_events_read_total{{table=\"{db}.t\",type=\"insert\"}} ");
+    let updates = format!("binlog_bridge_events_read_total{{table=\"{db}.t\",type=\"update\"}} ");
+    wait_until(
+        "the counters to count every row",
+        Duration::from_secs(20),
+        || {
+            get(port, "/metrics").is_some_and(|(_, b)| {
+                metric(&b, &inserts) == Some(50.0) && metric(&b, &updates) == Some(10.0)
+            })
+        },
+    );
+    let (_, body) = get(port, "/metrics").unwrap();
+    assert_eq!(metric(&body, "binlog_bridge_role_leader "), Some(1.0));
+    let lag = metric(&body, "binlog_bridge_replication_lag_seconds ").unwrap();
+    assert!((0.0..60.0).contains(&lag), "lag {lag}");
+    let age = metric(&body, "binlog_bridge_checkpoint_age_seconds ").unwrap();
+    assert!((0.0..10.0).contains(&age), "checkpoint age {age}");
+
+    // Freeze it past its lease: on waking it must step down (its lease is
+    // gone) and, as the only candidate, lead again under a new epoch.
+    let epoch = |port| {
+        get(port, "/status")
+            .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
+            .and_then(|s| s["epoch"].as_i64())
+    };
+    let first = epoch(port).expect("leader epoch in /status");
+    common::signal(bridge.pid(), "STOP");
+    std::thread::sleep(Duration::from_millis(3000));
+    common::signal(bridge.pid(), "CONT");
+    wait_until(
+        "a new epoch after the freeze",
+        Duration::from_secs(30),
+        || {
+            epoch(port).is_some_and(|e| e != first)
+                && get(port, "/readyz").map(|r| r.0) == Some(200)
+        },
+    );
+    let (_, body) = get(port, "/metrics").unwrap();
+    let changes = metric(&body, "binlog_bridge_leadership_changes_total ").unwrap();
+    assert!(changes >= 3.0, "led, stepped down, led again: {changes}");
+
+    // The password from the file shows nowhere.
+    let (_, status) = get(port, "/status").unwrap();
+    let (_, metrics) = get(port, "/metrics").unwrap();
+    bridge.terminate(Duration::from_secs(10));
+    let log = std::fs::read_to_string(&log_path).unwrap();
+    for (name, text) in [("log", &log), ("/status", &status), ("/metrics", &metrics)] {
+        assert!(!text.contains(&secret), "{name} shows the password");
+    }
+    assert!(
+        log.contains("stepping down")
+            || log.contains("session lost")
+            || log.contains("lease deadline passed"),
+        "{log}"
+    );
+    admin
+        .query_drop(format!("DROP DATABASE {db}; DROP USER '{user}'@'%'"))
+        .await
+        .unwrap();
+}
