@@ -4,14 +4,12 @@
 //! unacknowledged message; an undeliverable message stops it with the error.
 //!
 //! Needs the tansu binary (`bash scripts/dev-env.sh start broker` builds and
-//! caches it, or set `TANSU`); without it these tests fail.
+//! caches it, or set `BB_TANSU_BIN`); without it these tests fail.
 
+mod common;
 mod sink_fixture;
 
 use std::collections::HashSet;
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -19,92 +17,11 @@ use std::time::Duration;
 use binlog_bridge::config::{Format, KafkaConfig};
 use binlog_bridge::event::{Op, Position};
 use binlog_bridge::sink::{KafkaSink, SinkError};
+use common::broker::PrivateBroker;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sink_fixture::*;
-
-struct PrivateBroker {
-    dir: tempfile::TempDir,
-    port: u16,
-    child: Option<Child>,
-}
-
-fn tansu_bin() -> PathBuf {
-    let p = std::env::var_os("TANSU")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_else(|_| "/root".into()))
-                .join(".cache/binlog-bridge/tansu-0.6.0/bin/tansu")
-        });
-    assert!(
-        p.exists(),
-        "tansu not found at {}; run `bash scripts/dev-env.sh start broker` or set TANSU",
-        p.display()
-    );
-    p
-}
-
-impl PrivateBroker {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut b = PrivateBroker {
-            dir: tempfile::tempdir().unwrap(),
-            port,
-            child: None,
-        };
-        b.restart();
-        b
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-
-    fn restart(&mut self) {
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let child = Command::new(tansu_bin())
-            .args([
-                "broker",
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &url,
-            ])
-            .args(["--storage-engine", "sqlite://broker.db"])
-            .current_dir(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.child = Some(child);
-        for _ in 0..100 {
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("private tansu did not listen on {}", self.port);
-    }
-
-    /// `kill -9`: a crash, not a clean shutdown.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().unwrap();
-            c.wait().unwrap();
-        }
-    }
-}
-
-impl Drop for PrivateBroker {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn config(brokers: &str, window: u32) -> KafkaConfig {
     KafkaConfig {

@@ -98,6 +98,23 @@ impl Session {
         // etcd may raise the TTL (minimum 1.5 x election timeout); use its answer.
         let ttl = Duration::from_secs(granted.ttl().max(1) as u64);
         let lease = granted.id();
+        tracing::debug!(
+            lease = format!("{lease:x}"),
+            ttl_ms = ttl.as_millis() as u64,
+            "session started"
+        );
+        Ok(Session::running(client, lease, ttl, sent, parent))
+    }
+
+    /// A session on `lease`, alive until `sent + ttl` unless keep-alives
+    /// (started here) move the deadline on.
+    fn running(
+        client: &Client,
+        lease: i64,
+        ttl: Duration,
+        sent: Instant,
+        parent: &CancellationToken,
+    ) -> Session {
         let (deadline_tx, deadline) = watch::channel(sent + ttl);
         let (reason_tx, reason) = watch::channel(None);
         let lost = parent.child_token();
@@ -109,12 +126,7 @@ impl Session {
             reason_tx,
             lost.clone(),
         ));
-        tracing::debug!(
-            lease = format!("{lease:x}"),
-            ttl_ms = ttl.as_millis() as u64,
-            "session started"
-        );
-        Ok(Session {
+        Session {
             client: client.clone(),
             lease,
             ttl,
@@ -122,7 +134,7 @@ impl Session {
             deadline,
             reason,
             task,
-        })
+        }
     }
 
     /// Try to take up `lease` again after the local deadline passed. The
@@ -149,26 +161,7 @@ impl Session {
                 .min(Duration::from_millis(500));
             match tokio::time::timeout(bound, lc.keep_alive(lease)).await {
                 Ok(Ok(_)) => {
-                    let (deadline_tx, deadline) = watch::channel(sent + ttl);
-                    let (reason_tx, reason) = watch::channel(None);
-                    let lost = parent.child_token();
-                    let task = tokio::spawn(keep_alive_loop(
-                        client.clone(),
-                        lease,
-                        ttl,
-                        deadline_tx,
-                        reason_tx,
-                        lost.clone(),
-                    ));
-                    return Some(Session {
-                        client: client.clone(),
-                        lease,
-                        ttl,
-                        lost,
-                        deadline,
-                        reason,
-                        task,
-                    });
+                    return Some(Session::running(client, lease, ttl, sent, parent));
                 }
                 Ok(Err(e)) if is_lease_gone(&e) => return None,
                 _ => tokio::time::sleep(Duration::from_millis(50)).await,
