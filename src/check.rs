@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use crate::config::{redact_url, resolve_secret, Config};
+use crate::config::{redact_url, Config};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,45 +68,18 @@ pub fn print_and_exit(results: Vec<CheckResult>) -> ExitCode {
     }
 }
 
-/// Connection options for the configured MySQL server.
-pub fn mysql_opts(config: &Config) -> Result<mysql_async::Opts, String> {
-    let url = &config.mysql.url;
-    let opts = mysql_async::Opts::from_url(url)
-        .map_err(|e| format!("mysql.url {:?}: {e}", redact_url(url)))?;
-    let password = resolve_secret(
-        "mysql.password",
-        &config.mysql.password,
-        &config.mysql.password_file,
-    )?;
-    let mut b = mysql_async::OptsBuilder::from_opts(opts);
-    if let Some(p) = password {
-        b = b.pass(Some(p.expose().to_string()));
-    }
-    Ok(b.into())
-}
-
 async fn check_mysql(config: &Config) -> Vec<CheckResult> {
     let name = "mysql connection";
     let target = redact_url(&config.mysql.url);
-    let opts = match mysql_opts(config) {
-        Ok(o) => o,
-        Err(e) => return vec![CheckResult::fail(name, e)],
-    };
-    let conn = tokio::time::timeout(TIMEOUT, mysql_async::Conn::new(opts)).await;
-    let mut conn = match conn {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
+    let mut conn = match crate::source::connect(&config.mysql, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) if e.is_transient() => {
             return vec![CheckResult::fail(
                 name,
-                format!("{target}: {e}; check mysql.url, the password and that the server is up"),
+                format!("{target}: {e}; check host, port, firewall and that the server is up"),
             )]
         }
-        Err(_) => {
-            return vec![CheckResult::fail(
-                name,
-                format!("{target}: no answer within {TIMEOUT:?}; check host, port and firewall"),
-            )]
-        }
+        Err(e) => return vec![CheckResult::fail(name, format!("{target}: {e}"))],
     };
     let mut out = Vec::new();
     let version: Option<String> = conn.query_first("SELECT VERSION()").await.ok().flatten();
@@ -153,8 +126,13 @@ async fn check_kafka(config: &Config) -> CheckResult {
     let name = "kafka";
     let mut cc = rdkafka::ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in &config.kafka.properties {
-        cc.set(k, v);
+    match config.kafka.client_properties() {
+        Ok(props) => {
+            for (k, v) in &props {
+                cc.set(k, v);
+            }
+        }
+        Err(e) => return CheckResult::fail(name, e),
     }
     let brokers = config.kafka.brokers.clone();
     let r = tokio::task::spawn_blocking(move || {

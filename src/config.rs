@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod security;
+pub use security::{MysqlTls, SaslMechanism, SecurityProtocol};
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BINLOG_BRIDGE_";
 
@@ -109,6 +112,23 @@ pub struct MysqlConfig {
     /// Tables never streamed, `db.table` names or `*` patterns.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Columns left out of every message, `db.table.column` (`*` patterns
+    /// allowed in each part, as in `include`). Key columns cannot be excluded.
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+    /// Encryption of every MySQL connection (MySQL's `--ssl-mode`):
+    /// `disabled` (default), `preferred`, `required`, `verify-ca`, `verify-identity`.
+    #[serde(default)]
+    pub tls: MysqlTls,
+    /// CA certificate (PEM) that signed the server's certificate; only this CA
+    /// is trusted. For `verify-ca` and `verify-identity`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for servers that require one (`REQUIRE X509`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_start() -> String {
@@ -277,6 +297,28 @@ pub struct KafkaConfig {
     /// (Flink `'debezium-json.schema-include' = 'true'`).
     #[serde(default)]
     pub debezium_schema: bool,
+    /// `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a `sasl_*` protocol).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// SASL password; prefer `sasl_password_file` or `BINLOG_BRIDGE_KAFKA_SASL_PASSWORD`.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// File whose first line is the SASL password.
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the brokers, with `ssl` / `sasl_ssl`.
+    #[serde(default)]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require one.
+    #[serde(default)]
+    pub ssl_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_file: Option<PathBuf>,
 }
 
 /// Compression codec of produced batches.
@@ -371,6 +413,14 @@ impl Default for KafkaConfig {
             keyless: Keyless::default(),
             create_topics: default_create_topics(),
             debezium_schema: false,
+            security_protocol: SecurityProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
         }
     }
 }
@@ -587,6 +637,15 @@ fn validate_mysql(m: &MysqlConfig, errs: &mut Vec<String>) {
             }
         }
     }
+    for p in &m.exclude_columns {
+        let parts: Vec<&str> = p.split('.').collect();
+        if parts.len() != 3 || parts.iter().any(|s| s.is_empty()) {
+            errs.push(format!(
+                "mysql.exclude_columns entry {p:?} is not DB.TABLE.COLUMN; use e.g. \"shop.customers.ssn\" or \"shop.*.password_hash\""
+            ));
+        }
+    }
+    security::validate_mysql_tls(m, errs);
 }
 
 fn validate_etcd(e: &EtcdConfig, errs: &mut Vec<String>) {
@@ -741,6 +800,7 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
             k.max_in_flight
         ));
     }
+    security::validate_kafka_security(k, errs);
     if k.debezium_schema && k.format != Format::Debezium {
         errs.push(format!(
             "kafka.debezium_schema = true only applies to format = \"debezium\", not {:?}; remove it",

@@ -163,7 +163,10 @@ impl Drop for BinlogSource {
     }
 }
 
-fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
+/// Connection options for `config`: the URL, the password (inline or from
+/// its file) and `mysql.tls`. Every MySQL connection the bridge opens uses
+/// these (replication, `check`, server queries).
+pub fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
     let opts = mysql_async::Opts::from_url(&config.url).map_err(|e| {
         SourceError::Config(format!(
             "mysql.url {:?}: {e}",
@@ -177,7 +180,20 @@ fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
     if let Some(p) = password {
         b = b.pass(Some(p.expose().to_string()));
     }
+    if let Some(tls) = config.ssl_opts() {
+        // TLS over a Unix socket is skipped by the driver: force TCP.
+        b = b.ssl_opts(tls).prefer_socket(false);
+    }
     Ok(b.into())
+}
+
+/// Connect with `config`'s options (see [`mysql_opts`]).
+pub async fn connect(
+    config: &MysqlConfig,
+    timeout: std::time::Duration,
+) -> Result<mysql_async::Conn, SourceError> {
+    let opts = mysql_opts(config)?;
+    connection::connect(&opts, config.tls, timeout).await
 }
 
 impl BinlogSource {
@@ -191,7 +207,7 @@ impl BinlogSource {
         from: StartFrom,
     ) -> Result<BinlogSource, SourceError> {
         let opts = mysql_opts(config)?;
-        let mut conn = connection::connect(&opts, options.connect_timeout).await?;
+        let mut conn = connection::connect(&opts, config.tls, options.connect_timeout).await?;
         if options.check_settings {
             // Privileges are not read from SHOW GRANTS here (roles would give
             // false alarms): a missing one fails the first statement that
@@ -378,7 +394,8 @@ impl BinlogSource {
     }
 
     async fn reconnect(&mut self) -> Result<(), SourceError> {
-        let conn = connection::connect(&self.opts, self.options.connect_timeout).await?;
+        let conn =
+            connection::connect(&self.opts, self.config.tls, self.options.connect_timeout).await?;
         self.open(conn).await
     }
 

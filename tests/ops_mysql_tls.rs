@@ -1,0 +1,144 @@
+//! MySQL TLS against a real MariaDB that has a certificate and a user that
+//! must use TLS (`REQUIRE SSL`): the source streams rows with the right CA
+//! under `verify-identity`; a wrong CA, a host name the certificate does not
+//! list, and a plain connection each fail with a message naming the setting
+//! to fix. Certificates are made with `openssl` for the test.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use binlog_bridge::config::{MysqlConfig, MysqlTls};
+use binlog_bridge::event::EventKind;
+use binlog_bridge::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
+use common::tls::{make_ca, make_server_cert};
+use common::PrivateMariaDb;
+
+fn config(url: &str, tls: MysqlTls, ca: Option<&Path>) -> MysqlConfig {
+    let mut c = common::mysql_config(url, 4501, &["tlsdb.*"]);
+    c.tls = tls;
+    c.tls_ca_file = ca.map(Path::to_path_buf);
+    c
+}
+
+async fn start(cfg: &MysqlConfig) -> Result<BinlogSource, SourceError> {
+    let opts = SourceOptions {
+        connect_timeout: Duration::from_secs(5),
+        ..SourceOptions::default()
+    };
+    BinlogSource::start(cfg, opts, StartFrom::Earliest).await
+}
+
+fn start_err(r: Result<BinlogSource, SourceError>) -> String {
+    match r {
+        Ok(_) => panic!("connected, but it must have been refused"),
+        Err(e) => {
+            assert!(e.is_definite(), "a TLS refusal is not worth retrying: {e}");
+            e.to_string()
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_over_verified_tls_and_names_the_setting_when_refused() {
+    let certs = tempfile::tempdir().unwrap();
+    let dir = certs.path();
+    let ca = make_ca(dir, "ca");
+    let other_ca = make_ca(dir, "otherca");
+    // Valid for 127.0.0.1 only: "localhost" is a wrong host name for it.
+    let (cert, key) = make_server_cert(dir, "ca", "server", "IP:127.0.0.1");
+    let port = common::free_port();
+    let db = PrivateMariaDb::start(
+        port,
+        &[
+            &format!("ssl_ca={}", ca.display()),
+            &format!("ssl_cert={}", cert.display()),
+            &format!("ssl_key={}", key.display()),
+        ],
+    );
+    db.sql(
+        "CREATE USER 'tlsuser'@'%' IDENTIFIED BY 'tlspw' REQUIRE SSL;
+         GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'tlsuser'@'%';
+         CREATE DATABASE tlsdb; CREATE TABLE tlsdb.t (id INT PRIMARY KEY, v VARCHAR(20));
+         INSERT INTO tlsdb.t VALUES (1, 'a'), (2, 'b'), (3, 'c');",
+    );
+    let url = format!("mysql://tlsuser:tlspw@127.0.0.1:{port}");
+    let wrong_host_url = format!("mysql://tlsuser:tlspw@localhost:{port}");
+
+    // The right CA, host name checked: rows stream.
+    let cfg = config(&url, MysqlTls::VerifyIdentity, Some(&ca));
+    let mut src = start(&cfg)
+        .await
+        .expect("verify-identity with the right CA");
+    let evs = common::collect_until(&mut src, Duration::from_secs(20), |e| {
+        common::rows_of(e) >= 3
+    })
+    .await;
+    let ids: Vec<String> = evs
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::Row(r) => r.after.as_ref().map(|a| format!("{:?}", a[0])),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(ids.len(), 3, "{ids:?}");
+    drop(src);
+
+    // The connection really is encrypted: the server says so for our session.
+    let opts = binlog_bridge::source::mysql_opts(&cfg).unwrap();
+    let mut conn = mysql_async::Conn::new(opts).await.unwrap();
+    use mysql_async::prelude::Queryable;
+    let cipher: Option<(String, String)> = conn
+        .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+        .await
+        .unwrap();
+    let cipher = cipher.map(|c| c.1).unwrap_or_default();
+    assert!(!cipher.is_empty(), "no TLS cipher on the session");
+    drop(conn);
+
+    // required: encrypted, certificate not checked, so another CA's server passes.
+    start(&config(&url, MysqlTls::Required, None))
+        .await
+        .expect("tls = required");
+    // verify-ca checks the CA but not the name: "localhost" is accepted.
+    start(&config(&wrong_host_url, MysqlTls::VerifyCa, Some(&ca)))
+        .await
+        .expect("verify-ca ignores the host name");
+
+    // A CA that did not sign the server's certificate.
+    let e = start_err(start(&config(&url, MysqlTls::VerifyCa, Some(&other_ca))).await);
+    assert!(e.contains("mysql.tls_ca_file"), "{e}");
+    assert!(e.contains("certificate"), "{e}");
+
+    // verify-identity with a host the certificate does not list.
+    let e = start_err(
+        start(&config(
+            &wrong_host_url,
+            MysqlTls::VerifyIdentity,
+            Some(&ca),
+        ))
+        .await,
+    );
+    assert!(e.contains("mysql.url"), "{e}");
+    assert!(e.contains("verify-ca"), "{e}");
+
+    // The user must use TLS: without it the server refuses the login, and
+    // the message names the user and the settings to check.
+    let e = start_err(start(&config(&url, MysqlTls::Disabled, None)).await);
+    assert!(e.contains("tlsuser"), "{e}");
+    assert!(e.contains("mysql.password_file"), "{e}");
+    assert!(!e.contains("tlspw"), "the password shows: {e}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn preferred_falls_back_to_plain_and_required_names_the_server_side_fix() {
+    // The shared dev-env server has no TLS.
+    let env = common::dev_env();
+    let cfg = config(&env.mysql_url, MysqlTls::Preferred, None);
+    let src = start(&cfg).await.expect("preferred connects without TLS");
+    drop(src);
+    let e = start_err(start(&config(&env.mysql_url, MysqlTls::Required, None)).await);
+    assert!(e.contains("does not offer TLS"), "{e}");
+    assert!(e.contains("mysql.tls"), "{e}");
+}
