@@ -135,11 +135,21 @@ async fn check_kafka(config: &Config) -> CheckResult {
         Err(e) => return CheckResult::fail(name, e),
     }
     let brokers = config.kafka.brokers.clone();
+    let secured = config.kafka.security_protocol != crate::config::SecurityProtocol::Plaintext;
     let r = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc.create().map_err(|e| e.to_string())?;
-        let md = consumer
-            .fetch_metadata(None, TIMEOUT)
+        let consumer: BaseConsumer<LastError> = cc
+            .create_with_context(LastError::default())
             .map_err(|e| e.to_string())?;
+        let md = consumer.fetch_metadata(None, TIMEOUT).map_err(|e| {
+            // librdkafka's own reason (e.g. "SASL authentication error") is
+            // clearer than the metadata call's "transport failure"; polling
+            // serves the error events queued meanwhile.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.context().get() {
+                Some(reason) => format!("{e} ({reason})"),
+                None => e.to_string(),
+            }
+        })?;
         Ok::<_, String>((md.brokers().len(), md.topics().len()))
     })
     .await;
@@ -147,6 +157,10 @@ async fn check_kafka(config: &Config) -> CheckResult {
         Ok(Ok((b, t))) => {
             CheckResult::pass(name, format!("{brokers}: {b} broker(s), {t} topic(s)"))
         }
+        Ok(Err(e)) if secured => CheckResult::fail(
+            name,
+            format!("{brokers}: {e}; check kafka.brokers, kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username, the SASL password (kafka.sasl_password_file) and kafka.ssl_ca_file"),
+        ),
         Ok(Err(e)) => CheckResult::fail(
             name,
             format!("{brokers}: {e}; check kafka.brokers and that the broker is up"),
@@ -154,3 +168,28 @@ async fn check_kafka(config: &Config) -> CheckResult {
         Err(e) => CheckResult::fail(name, format!("metadata task failed: {e}")),
     }
 }
+
+/// Keeps the last error librdkafka reported (its reason text names SASL and
+/// TLS failures; it never contains the password).
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(if reason.is_empty() {
+                error.to_string()
+            } else {
+                reason.to_string()
+            });
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}

@@ -10,6 +10,7 @@
 pub mod bridge;
 pub mod broker;
 pub mod etcd;
+pub mod ops;
 pub mod source;
 pub mod tls;
 
