@@ -176,7 +176,11 @@ impl LeaderWork for Bridge {
         let mut sink = KafkaSink::new(kafka, &self.config.etcd.pipeline, ctx.epoch)
             .await
             .map_err(failed)?
-            .with_filter(TableFilter::new(&mysql.include, &mysql.exclude));
+            .with_filter(TableFilter::new(&mysql.include, &mysql.exclude))
+            .with_metrics(
+                self.ops.metrics.produced.clone(),
+                self.ops.metrics.kafka_delivery_seconds.clone(),
+            );
         // Invariant 2: the sink reads the live lease deadline right before
         // every hand-off to the producer.
         let session = ctx.session();
@@ -239,7 +243,9 @@ impl LeaderWork for Bridge {
                     }
                     match sink.poll_acks() {
                         Ok(Some(p)) => {
+                            let started = std::time::Instant::now();
                             if ctx.checkpoint.acked(&p).await? {
+                                self.ops.metrics.checkpoint_commit_seconds.observe(started.elapsed());
                                 self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());
                                 self.ops.update(|s| s.checkpoint = Some(p.to_string()));
                             }
@@ -446,15 +452,10 @@ pub async fn main(config: Config) -> ExitCode {
         format = ?config.kafka.format,
         "binlog-bridge starting"
     );
+    let mut options = Options::new(config.etcd.clone(), identity);
+    options.keepalive_latency = Some(ops.metrics.etcd_keepalive_seconds.clone());
     let work = Bridge::new(config.clone(), ops);
-    match pipeline::run(
-        Options::new(config.etcd.clone(), identity),
-        work,
-        stop,
-        role_tx,
-    )
-    .await
-    {
+    match pipeline::run(options, work, stop, role_tx).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS

@@ -126,6 +126,8 @@ pub struct Options {
     pub identity: Identity,
     /// How long one etcd operation may be retried before the loop starts over.
     pub op_timeout: Duration,
+    /// Where the round trip of every answered lease keep-alive is recorded.
+    pub keepalive_latency: Option<std::sync::Arc<crate::ops::metrics::Histogram>>,
 }
 
 impl Options {
@@ -135,6 +137,7 @@ impl Options {
             etcd,
             identity,
             op_timeout: ttl.max(Duration::from_secs(1)),
+            keepalive_latency: None,
         }
     }
 }
@@ -225,6 +228,19 @@ pub async fn run<W: LeaderWork>(
                 }
             },
         };
+        if let Some(hist) = &opts.keepalive_latency {
+            // Ends when the session's keep-alive task does (the sender drops).
+            let mut rtt = session.keepalive_rtt();
+            let hist = hist.clone();
+            tokio::spawn(async move {
+                while rtt.changed().await.is_ok() {
+                    let d = *rtt.borrow_and_update();
+                    if let Some(d) = d {
+                        hist.observe(d);
+                    }
+                }
+            });
+        }
         register_member(&client, &keys, &session, &opts).await;
 
         // --- standby: campaign, log who leads -----------------------------

@@ -24,6 +24,7 @@ use super::routing::{render_topic, KeyRule, Router, TableFilter};
 use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PART, HEADER_PIPELINE, HEADER_POSITION};
 use crate::config::{Format, KafkaConfig};
 use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange};
+use crate::ops::metrics::{Histogram, ProducedByTopic, TopicProduced};
 
 /// Reads the current send deadline (the leader's lease deadline).
 type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
@@ -32,6 +33,9 @@ type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
 pub(crate) struct Delivery {
     inner: DeliveryFuture,
     topic: Arc<str>,
+    /// Counted when Kafka acknowledges (metrics on): the topic's counters,
+    /// the message's key + value bytes, when it was handed over.
+    count: Option<(Arc<TopicProduced>, usize, Instant, Arc<Histogram>)>,
 }
 
 impl Future for Delivery {
@@ -40,7 +44,13 @@ impl Future for Delivery {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.inner).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Ok(_))) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(Ok(_))) => {
+                if let Some((topic, bytes, sent, latency)) = self.count.take() {
+                    topic.acked(bytes);
+                    latency.observe(sent.elapsed());
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Ok(Err((e, _)))) => {
                 Poll::Ready(Err(format!("delivery to {} failed: {e}", self.topic)))
             }
@@ -76,6 +86,15 @@ pub struct KafkaSink {
     in_send: bool,
     /// Idempotent delivery: what a previous leader already wrote (see [`super::reconcile`]).
     skipper: Option<Skipper>,
+    /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
+    metrics: Option<SinkMetrics>,
+}
+
+/// The ops counters the sink feeds from delivery acknowledgements.
+struct SinkMetrics {
+    produced: Arc<ProducedByTopic>,
+    latency: Arc<Histogram>,
+    topics: std::collections::HashMap<Arc<str>, Arc<TopicProduced>>,
 }
 
 impl KafkaSink {
@@ -109,7 +128,19 @@ impl KafkaSink {
             deadline_fn: None,
             in_send: false,
             skipper: None,
+            metrics: None,
         })
+    }
+
+    /// Count acknowledged messages and bytes per topic into `produced`, and
+    /// each message's hand-off-to-acknowledgement time into `latency`.
+    pub fn with_metrics(mut self, produced: Arc<ProducedByTopic>, latency: Arc<Histogram>) -> Self {
+        self.metrics = Some(SinkMetrics {
+            produced,
+            latency,
+            topics: Default::default(),
+        });
+        self
     }
 
     /// Send only tables the filter allows (`[mysql] include/exclude`);
@@ -361,9 +392,19 @@ impl KafkaSink {
                 headers(ev, &self.pipeline, &self.epoch, part),
             ) {
                 Ok(inner) => {
+                    let count = self.metrics.as_mut().map(|m| {
+                        let t = m
+                            .topics
+                            .entry(topic.clone())
+                            .or_insert_with(|| m.produced.topic(&topic))
+                            .clone();
+                        let bytes = key.map_or(0, <[u8]>::len) + value.len();
+                        (t, bytes, Instant::now(), m.latency.clone())
+                    });
                     self.tracker.push_message(Delivery {
                         inner,
                         topic: topic.clone(),
+                        count,
                     });
                     return Ok(());
                 }
