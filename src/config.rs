@@ -507,6 +507,19 @@ impl Config {
         validate_mysql(&self.mysql, &mut errs);
         validate_etcd(&self.etcd, &mut errs);
         validate_kafka(&self.kafka, &mut errs);
+        let columns = crate::source::ColumnFilter::new(&self.mysql.exclude_columns);
+        for (table, cols) in &self.kafka.key_columns {
+            let Some((db, t)) = table.split_once('.') else {
+                continue;
+            };
+            for c in cols {
+                if let Some(p) = columns.excludes(db, t, c) {
+                    errs.push(format!(
+                        "mysql.exclude_columns entry {p:?} excludes `{c}`, a kafka.key_columns column of {table}; the message key needs it: narrow the entry or change the key"
+                    ));
+                }
+            }
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             errs.push(format!(
                 "http.listen = {:?} is not an address; use IP:PORT, e.g. \"127.0.0.1:9187\"",

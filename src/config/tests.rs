@@ -494,3 +494,15 @@ fn exclude_columns_must_be_db_table_column() {
     );
     assert!(all.contains("\"a..b\""), "{all}");
 }
+
+#[test]
+fn an_excluded_key_column_is_refused() {
+    let all = invalid(&format!(
+        "{MINIMAL}exclude_columns = [\"shop.*.email\"]\n[kafka.key_columns]\n\"shop.users\" = [\"email\"]\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("\"shop.*.email\" excludes `email`, a kafka.key_columns column of shop.users"),
+        "{all}"
+    );
+}

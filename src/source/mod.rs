@@ -55,6 +55,7 @@
 pub mod bytes;
 pub mod charset;
 pub mod checks;
+pub mod columns;
 pub mod compress;
 pub mod connection;
 pub mod decoder;
@@ -73,6 +74,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+pub use columns::ColumnFilter;
 pub use connection::Flavor;
 pub use decoder::Decoder;
 pub use error::{DecodeError, SourceError};
@@ -153,6 +155,8 @@ pub struct BinlogSource {
     start: StartFrom,
     /// Reconnects done so far (for tests and metrics).
     pub reconnects: u64,
+    /// `mysql.exclude_columns`, applied to every row handed out.
+    columns: ColumnFilter,
 }
 
 impl Drop for BinlogSource {
@@ -222,6 +226,12 @@ impl BinlogSource {
                 return Err(SourceError::Settings(failed));
             }
         }
+        if !config.exclude_columns.is_empty() {
+            let r = checks::excluded_key_columns(&mut conn, &config.exclude_columns).await;
+            if !r.ok {
+                return Err(SourceError::Config(r.detail));
+            }
+        }
         let info = connection::server_info(&mut conn).await?;
         let charsets = Arc::new(connection::load_charsets(&mut conn).await);
         let filter = TableFilter::new(&config.include, &config.exclude);
@@ -237,6 +247,7 @@ impl BinlogSource {
             resume: None,
             start: from,
             reconnects: 0,
+            columns: ColumnFilter::new(&config.exclude_columns),
         };
         src.open(conn).await?;
         Ok(src)
@@ -355,7 +366,8 @@ impl BinlogSource {
         let since = std::time::Instant::now();
         loop {
             match self.try_next().await {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    self.columns.apply(&mut ev).map_err(SourceError::Config)?;
                     self.resume = Some(match ev.kind {
                         EventKind::Commit => ev.position.clone(),
                         _ => ev.position.next_row(),

@@ -92,3 +92,54 @@ impl RunningBridge {
         });
     }
 }
+
+/// Every message of `topic` (all partitions, from the beginning) as JSON,
+/// polling until `want` arrived or `within` passed. `props` are extra
+/// client properties (security).
+pub fn consume_json(
+    brokers: &str,
+    topic: &str,
+    want: usize,
+    within: Duration,
+    props: &[(&str, &str)],
+) -> Vec<serde_json::Value> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+    let mut cc = ClientConfig::new();
+    cc.set("bootstrap.servers", brokers)
+        .set("group.id", format!("{topic}-reader"))
+        .set("enable.auto.commit", "false");
+    for (k, v) in props {
+        cc.set(*k, *v);
+    }
+    let c: BaseConsumer = cc.create().expect("consumer");
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut assigned = false;
+    while out.len() < want && start.elapsed() < within {
+        if !assigned {
+            let parts = c
+                .fetch_metadata(Some(topic), Duration::from_secs(2))
+                .ok()
+                .and_then(|md| md.topics().first().map(|t| t.partitions().len()))
+                .unwrap_or(0);
+            if parts == 0 {
+                std::thread::sleep(Duration::from_millis(200));
+                continue;
+            }
+            let mut tpl = TopicPartitionList::new();
+            for p in 0..parts as i32 {
+                tpl.add_partition_offset(topic, p, Offset::Beginning)
+                    .expect("partition");
+            }
+            c.assign(&tpl).expect("assign");
+            assigned = true;
+        }
+        if let Some(Ok(m)) = c.poll(Duration::from_millis(200)) {
+            if let Some(p) = m.payload() {
+                out.push(serde_json::from_slice(p).expect("JSON message"));
+            }
+        }
+    }
+    out
+}
