@@ -482,7 +482,9 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
             Role::Starting => {
                 s.role = OpsRole::Starting;
                 s.etcd_connected = false;
-                s.reason = Some("connecting to etcd".into());
+                s.streaming = false;
+                s.epoch = None;
+                s.reason = Some("no etcd session: connecting to etcd".into());
             }
             Role::Standby => {
                 s.role = OpsRole::Standby;
@@ -495,6 +497,20 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
                 s.role = OpsRole::Leader;
                 s.etcd_connected = true;
                 s.epoch = Some(epoch);
+            }
+            Role::Backoff {
+                ref error,
+                retry_in_ms,
+            } => {
+                // Not in the election and not streaming: not ready, and why.
+                s.role = OpsRole::Standby;
+                s.etcd_connected = false;
+                s.streaming = false;
+                s.epoch = None;
+                s.reason = Some(format!(
+                    "stepped down after an error, retrying in {:.1} s: {error}",
+                    retry_in_ms as f64 / 1000.0
+                ));
             }
             Role::Stopped => {
                 s.role = OpsRole::Starting;
