@@ -96,11 +96,21 @@ async fn check_etcd(config: &Config) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for ep in &config.etcd.endpoints {
         let name = format!("etcd {ep}");
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(TIMEOUT)
-            .with_timeout(TIMEOUT);
+        // The same TLS and credentials as `run` (etcd.ca_file, username, ...).
+        let mut one = config.etcd.clone();
+        one.endpoints = vec![ep.clone()];
+        let (urls, opts) = match (
+            crate::coord::endpoint_urls(&one),
+            crate::coord::connect_options(&one),
+        ) {
+            (Ok(u), Ok(o)) => (u, o.with_connect_timeout(TIMEOUT).with_timeout(TIMEOUT)),
+            (Err(e), _) | (_, Err(e)) => {
+                out.push(CheckResult::fail(&name, e.to_string()));
+                continue;
+            }
+        };
         let r = async {
-            let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts)).await?;
+            let mut c = etcd_client::Client::connect(urls, Some(opts)).await?;
             c.status().await
         };
         match tokio::time::timeout(TIMEOUT * 2, r).await {
@@ -110,7 +120,7 @@ async fn check_etcd(config: &Config) -> Vec<CheckResult> {
             )),
             Ok(Err(e)) => out.push(CheckResult::fail(
                 &name,
-                format!("{e}; check etcd.endpoints and that the member is up"),
+                format!("{e}; check etcd.endpoints, that the member is up, and etcd.username / password / ca_file / cert_file"),
             )),
             Err(_) => out.push(CheckResult::fail(
                 &name,
