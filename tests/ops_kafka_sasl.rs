@@ -135,6 +135,21 @@ async fn streams_into_a_scram_broker_and_never_shows_the_password() {
 
     let (_, status) = get(port, "/status").unwrap();
     let (_, metrics) = get(port, "/metrics").unwrap();
+    // `binlog-bridge status`, with the secret in its environment too.
+    let out = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+        .arg("--config")
+        .arg(dir.path().join("check.toml"))
+        .arg("status")
+        .envs(secret_env.iter().copied())
+        .output()
+        .expect("run status");
+    let cli_status = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{cli_status}");
+    assert!(cli_status.contains("leader"), "{cli_status}");
     assert_eq!(metric(&metrics, "binlog_bridge_role_leader "), Some(1.0));
     let mut bridge = bridge;
     bridge.child.terminate(Duration::from_secs(10));
@@ -144,6 +159,7 @@ async fn streams_into_a_scram_broker_and_never_shows_the_password() {
         ("check output", &good),
         ("/status", &status),
         ("/metrics", &metrics),
+        ("status command", &cli_status),
     ] {
         assert!(!text.contains(&password), "{name} shows the SASL password");
     }

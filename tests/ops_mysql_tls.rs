@@ -40,6 +40,34 @@ fn start_err(r: Result<BinlogSource, SourceError>) -> String {
     }
 }
 
+/// `binlog-bridge check` output for a `verify-identity` config with `ca`.
+fn check(url: &str, ca: &Path) -> String {
+    let env = common::dev_env();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("bb.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mysql]\nurl = \"{url}\"\nserver_id = 4502\ntls = \"verify-identity\"\ntls_ca_file = {:?}\n[etcd]\nendpoints = {:?}\n[kafka]\nbrokers = \"{}\"\n",
+            ca.display().to_string(),
+            env.etcd_endpoints,
+            env.kafka_brokers
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn streams_over_verified_tls_and_names_the_setting_when_refused() {
     let certs = tempfile::tempdir().unwrap();
@@ -110,6 +138,18 @@ async fn streams_over_verified_tls_and_names_the_setting_when_refused() {
     let e = start_err(start(&config(&url, MysqlTls::VerifyCa, Some(&other_ca))).await);
     assert!(e.contains("mysql.tls_ca_file"), "{e}");
     assert!(e.contains("certificate"), "{e}");
+    // `check` uses the same connection: pass with the right CA, a named failure without.
+    for (ca, want) in [
+        (&ca, "pass  mysql connection"),
+        (&other_ca, "FAIL  mysql connection"),
+    ] {
+        let out = check(&url, ca);
+        assert!(out.contains(want), "{out}");
+        assert!(!out.contains("tlspw"), "check shows the password: {out}");
+        if want.starts_with("FAIL") {
+            assert!(out.contains("mysql.tls_ca_file"), "{out}");
+        }
+    }
 
     // verify-identity with a host the certificate does not list.
     let e = start_err(
