@@ -193,6 +193,8 @@ impl LeaderWork for Bridge {
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
         // The reader task: binlog -> bounded channel.
+        let outage = source.outage();
+        let mut down = false;
         let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
         let ops = self.ops.clone();
         let reader = tokio::spawn(async move {
@@ -235,6 +237,7 @@ impl LeaderWork for Bridge {
                 _ = ctx.stop().cancelled() => break Ok(()),
                 _ = tick.tick() => {
                     self.publish(&mut counts, &sink, last.as_ref());
+                    self.follow_outage(&outage, &mut down);
                     let mut topics = sink.topics();
                     topics.sort();
                     if topics != topics_recorded {
@@ -388,6 +391,31 @@ impl Bridge {
         );
         sink.set_skipper(crate::sink::reconcile::Skipper::new(markers));
         Ok(())
+    }
+
+    /// Not streaming while the binlog connection is being re-established:
+    /// /readyz says so (and why) until it is back.
+    fn follow_outage(&self, outage: &crate::source::Outage, down: &mut bool) {
+        let now = outage.lock().ok().and_then(|g| g.clone());
+        match (now, *down) {
+            (Some(e), _) => {
+                *down = true;
+                self.ops.update(|s| {
+                    s.streaming = false;
+                    s.reason = Some(format!(
+                        "leader: the binlog connection is down, reconnecting: {e}"
+                    ));
+                });
+            }
+            (None, true) => {
+                *down = false;
+                self.ops.update(|s| {
+                    s.streaming = true;
+                    s.reason = None;
+                });
+            }
+            (None, false) => {}
+        }
     }
 
     /// A sink error, counted when it is a failed delivery.

@@ -6,6 +6,8 @@
 //!   file recovers without a restart;
 //! - MySQL, Kafka or etcd unreachable at startup: retried with backoff and a
 //!   repeating log, then every row written meanwhile is streamed;
+//! - MySQL restarted under a running leader: /readyz 503 naming the binlog
+//!   connection while it is down, 200 after, nothing lost;
 //! - etcd quorum lost under a running bridge: /readyz 503 with a reason, 200
 //!   again when quorum returns;
 //! - a table dropped and recreated with other columns mid-stream: later rows

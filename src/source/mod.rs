@@ -157,6 +157,18 @@ pub struct BinlogSource {
     pub reconnects: u64,
     /// `mysql.exclude_columns`, applied to every row handed out.
     columns: ColumnFilter,
+    /// While the stream is down and being re-established: the error.
+    outage: Outage,
+}
+
+/// Shared view of a source's connection: `Some(error)` while the binlog
+/// stream is interrupted and reconnecting, `None` while it is up.
+pub type Outage = Arc<std::sync::Mutex<Option<String>>>;
+
+fn set_outage(o: &Outage, v: Option<String>) {
+    if let Ok(mut g) = o.lock() {
+        *g = v;
+    }
 }
 
 impl Drop for BinlogSource {
@@ -248,9 +260,15 @@ impl BinlogSource {
             start: from,
             reconnects: 0,
             columns: ColumnFilter::new(&config.exclude_columns),
+            outage: Outage::default(),
         };
         src.open(conn).await?;
         Ok(src)
+    }
+
+    /// A handle that shows whether the stream is interrupted (for /readyz).
+    pub fn outage(&self) -> Outage {
+        self.outage.clone()
     }
 
     /// Change events decoded but not yet returned: at most one binlog
@@ -386,6 +404,7 @@ impl BinlogSource {
                     let cap = base.min(self.options.max_backoff);
                     let delay = cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
                     tracing::warn!(error = %e, attempt, ?delay, "binlog stream interrupted; reconnecting");
+                    set_outage(&self.outage, Some(e.to_string()));
                     self.rx = None;
                     if let Some(t) = self.task.take() {
                         t.abort();
@@ -393,7 +412,10 @@ impl BinlogSource {
                     while self.decoder.pop().is_some() {}
                     tokio::time::sleep(delay).await;
                     match self.reconnect().await {
-                        Ok(()) => self.reconnects += 1,
+                        Ok(()) => {
+                            self.reconnects += 1;
+                            set_outage(&self.outage, None);
+                        }
                         Err(e) if e.is_transient() => {
                             tracing::warn!(error = %e, "reconnect failed");
                         }
