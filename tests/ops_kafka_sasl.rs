@@ -71,6 +71,26 @@ async fn streams_into_a_scram_broker_and_never_shows_the_password() {
         "check shows the password: {bad}"
     );
 
+    // A second bridge (its own pipeline) with a wrong password: run says why.
+    let wrong_dir = tempfile::tempdir().unwrap();
+    let wrong_port = common::free_port();
+    let wrong_cfg = config
+        .replace(
+            &format!("pipeline = \"{db}\""),
+            &format!("pipeline = \"{db}_wrong\""),
+        )
+        .replace("server_id = 4611", "server_id = 4612")
+        .replace(
+            &format!("127.0.0.1:{port}"),
+            &format!("127.0.0.1:{wrong_port}"),
+        );
+    let wrong = RunningBridge::start(
+        wrong_dir.path(),
+        &wrong_cfg,
+        wrong_port,
+        &[("BINLOG_BRIDGE_KAFKA_SASL_PASSWORD", "not-the-password")],
+    );
+
     let bridge = RunningBridge::start(dir.path(), &config, port, &secret_env);
     bridge.wait_streaming(Duration::from_secs(30));
     let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
@@ -164,6 +184,20 @@ async fn streams_into_a_scram_broker_and_never_shows_the_password() {
         assert!(!text.contains(&password), "{name} shows the SASL password");
     }
     assert!(log.contains("streaming"), "{log}");
+    wait_until(
+        "the wrong-password bridge to step down",
+        Duration::from_secs(40),
+        || wrong.log().contains("stepping down"),
+    );
+    let wrong_log = wrong.log();
+    assert!(
+        wrong_log.contains("SASL authentication error"),
+        "{wrong_log}"
+    );
+    assert!(wrong_log.contains("check the SASL/SSL keys"), "{wrong_log}");
+    assert!(!wrong_log.contains("not-the-password"), "{wrong_log}");
+    assert!(!wrong_log.contains(&password), "{wrong_log}");
+    drop(wrong);
     admin
         .query_drop(format!("DROP DATABASE {db}"))
         .await

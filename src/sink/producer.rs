@@ -90,7 +90,12 @@ impl Producer {
             .map_err(|e| SinkError::Internal(e.to_string()))?
             .map_err(|e| SinkError::Connect {
                 brokers: cfg.brokers.clone(),
-                reason: e.to_string(),
+                reason: if cfg.security_protocol == crate::config::SecurityProtocol::Plaintext {
+                    e.to_string()
+                } else {
+                    // librdkafka logs the precise cause (e.g. "SASL authentication error") just before.
+                    format!("{e} (with kafka.security_protocol = {:?}: check the SASL/SSL keys too; `binlog-bridge check` prints librdkafka's reason)", cfg.security_protocol.as_str())
+                },
             })?;
         Ok(Producer {
             inner,
