@@ -12,13 +12,6 @@ use std::time::Duration;
 use common::bridge::{wait_for, Bridges};
 use common::etcd::{unique_prefix, EtcdCluster};
 
-/// Not a test: the entry point of child processes (see tests/common/bridge.rs).
-#[test]
-#[ignore = "child-process entry point, started by the tests themselves"]
-fn bridge_child_process() {
-    common::bridge::child_main();
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
