@@ -2,7 +2,8 @@
 //! must use TLS (`REQUIRE SSL`): the source streams rows with the right CA
 //! under `verify-identity`; a wrong CA, a host name the certificate does not
 //! list, and a plain connection each fail with a message naming the setting
-//! to fix. Certificates are made with `openssl` for the test.
+//! to fix; a `REQUIRE X509` user connects with `tls_cert_file`/`tls_key_file`
+//! and is refused without them. Certificates are made with `openssl` for the test.
 
 mod common;
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use binlog_bridge::config::{MysqlConfig, MysqlTls};
 use binlog_bridge::event::EventKind;
 use binlog_bridge::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
-use common::tls::{make_ca, make_server_cert};
+use common::tls::{make_ca, make_client_cert, make_server_cert};
 use common::PrivateMariaDb;
 
 fn config(url: &str, tls: MysqlTls, ca: Option<&Path>) -> MysqlConfig {
@@ -162,6 +163,28 @@ async fn streams_over_verified_tls_and_names_the_setting_when_refused() {
     );
     assert!(e.contains("mysql.url"), "{e}");
     assert!(e.contains("verify-ca"), "{e}");
+
+    // A user that must present a client certificate (REQUIRE X509).
+    let (client_cert, client_key) = make_client_cert(dir, "ca", "client");
+    db.sql(
+        "CREATE USER 'x509user'@'%' IDENTIFIED BY 'x509pw' REQUIRE X509;
+         GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'x509user'@'%';",
+    );
+    let x509_url = format!("mysql://x509user:x509pw@127.0.0.1:{port}");
+    let mut with_cert = config(&x509_url, MysqlTls::VerifyIdentity, Some(&ca));
+    with_cert.tls_cert_file = Some(client_cert);
+    with_cert.tls_key_file = Some(client_key);
+    let mut src = start(&with_cert)
+        .await
+        .expect("client certificate accepted");
+    let evs = common::collect_until(&mut src, Duration::from_secs(20), |e| {
+        common::rows_of(e) >= 3
+    })
+    .await;
+    assert_eq!(common::rows_of(&evs), 3);
+    drop(src);
+    let e = start_err(start(&config(&x509_url, MysqlTls::VerifyIdentity, Some(&ca))).await);
+    assert!(e.contains("x509user"), "without the certificate: {e}");
 
     // The user must use TLS: without it the server refuses the login, and
     // the message names the user and the settings to check.

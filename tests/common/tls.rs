@@ -35,12 +35,22 @@ pub fn make_ca(dir: &Path, name: &str) -> PathBuf {
 /// A server certificate `<name>.pem` / `<name>.key` signed by CA `ca`
 /// (made by [`make_ca`]), valid for `san` (e.g. `"IP:127.0.0.1"`).
 pub fn make_server_cert(dir: &Path, ca: &str, name: &str, san: &str) -> (PathBuf, PathBuf) {
-    let ext = format!("{name}.ext");
-    std::fs::write(
-        dir.join(&ext),
-        format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
+    make_cert(
+        dir,
+        ca,
+        name,
+        &format!("subjectAltName={san}\nextendedKeyUsage=serverAuth\n"),
     )
-    .expect("ext file");
+}
+
+/// A client certificate `<name>.pem` / `<name>.key` signed by CA `ca`.
+pub fn make_client_cert(dir: &Path, ca: &str, name: &str) -> (PathBuf, PathBuf) {
+    make_cert(dir, ca, name, "extendedKeyUsage=clientAuth\n")
+}
+
+fn make_cert(dir: &Path, ca: &str, name: &str, extensions: &str) -> (PathBuf, PathBuf) {
+    let ext = format!("{name}.ext");
+    std::fs::write(dir.join(&ext), extensions).expect("ext file");
     let (key, csr, pem) = (
         format!("{name}.key"),
         format!("{name}.csr"),
