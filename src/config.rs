@@ -580,7 +580,15 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             m.insert(entry, toml::Value::String(value.to_string()));
         }
         None => {
-            sect.insert(key.to_ascii_lowercase(), parsed);
+            let key = key.to_ascii_lowercase();
+            // A secret is always a string: a password like `12345` must
+            // neither become a number nor be echoed by a type error.
+            let value = if key.ends_with("password") {
+                toml::Value::String(value.to_string())
+            } else {
+                parsed
+            };
+            sect.insert(key, value);
         }
     }
     Ok(())

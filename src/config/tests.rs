@@ -506,3 +506,25 @@ fn an_excluded_key_column_is_refused() {
         "{all}"
     );
 }
+
+#[test]
+fn a_numeric_password_from_the_environment_stays_a_hidden_string() {
+    let text = format!(
+        "{MINIMAL}[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n"
+    );
+    let c = parse_env(
+        &text,
+        &[
+            ("BINLOG_BRIDGE_MYSQL_PASSWORD", "902113"),
+            ("BINLOG_BRIDGE_KAFKA_SASL_PASSWORD", "[1, 2]"),
+        ],
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mysql.password.as_ref().unwrap().expose(), "902113");
+    assert_eq!(
+        c.kafka.client_properties().unwrap()["sasl.password"],
+        "[1, 2]"
+    );
+    assert!(!format!("{c:?}").contains("902113"));
+}
