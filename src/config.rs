@@ -41,9 +41,50 @@ pub enum ConfigError {
 }
 
 /// A string that never prints.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        // A mistyped secret (a bare number, a table) is refused without
+        // echoing the value, as serde's own type errors would.
+        fn refuse<E: serde::de::Error>() -> E {
+            E::custom("a secret must be a quoted string (the value is not shown)")
+        }
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -473,7 +514,7 @@ impl Config {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    message: e.to_string().trim_end().to_string(),
+                    message: hide_secret_lines(e.to_string().trim_end()),
                 })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
@@ -532,6 +573,31 @@ impl Config {
             Err(ConfigError::Invalid(errs))
         }
     }
+}
+
+/// A TOML parse error quotes the offending line: if it is a password line,
+/// show the key only.
+fn hide_secret_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| {
+            let quoted = l.split_once(" | ").is_some_and(|(n, _)| {
+                n.trim().chars().all(|c| c.is_ascii_digit()) && !n.trim().is_empty()
+            });
+            if quoted && l.to_ascii_lowercase().contains("password") {
+                match l.split_once('=') {
+                    Some((k, _)) => format!("{k}= *** (hidden)"),
+                    None => format!(
+                        "{} | *** (hidden)",
+                        l.split_once(" | ").map(|p| p.0).unwrap_or("")
+                    ),
+                }
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Lay one `BINLOG_BRIDGE_<SECTION>_<KEY>` variable over the table.

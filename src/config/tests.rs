@@ -528,3 +528,24 @@ fn a_numeric_password_from_the_environment_stays_a_hidden_string() {
     );
     assert!(!format!("{c:?}").contains("902113"));
 }
+
+#[test]
+fn a_mistyped_password_in_the_file_is_refused_without_showing_it() {
+    let e = parse("[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = 902113\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mysql.password"), "{e}");
+    assert!(e.contains("quoted string"), "{e}");
+    assert!(!e.contains("902113"), "{e}");
+}
+
+#[test]
+fn a_parse_error_on_a_password_line_does_not_quote_the_password() {
+    let e =
+        parse("[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = \"s3cr3t-unclosed\n")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("line 4"), "{e}");
+    assert!(e.contains("password = *** (hidden)"), "{e}");
+    assert!(!e.contains("s3cr3t"), "{e}");
+}
