@@ -176,7 +176,11 @@ fn print_takeovers(rounds: &str, spans: &[(i64, i64)]) {
                 t[t.len() - 1]
             )
         };
-        println!("| {fault} | {} | {} | {stats} |", t.len() + unchanged, t.len());
+        println!(
+            "| {fault} | {} | {} | {stats} |",
+            t.len() + unchanged,
+            t.len()
+        );
     }
 }
 
