@@ -67,6 +67,11 @@ def main():
             e_r = num(e.get("rate"))
             ok = None if e_r is None or ceiling is None else e_r >= 0.7 * ceiling
             print(f"| end-to-end {mode} (rows/s) | {names[w]} | {rate(e_r)} | min(decode, plain produce) {rate(ceiling)} | {ratio(e_r, ceiling)} | >= 0.70x{verdict(ok)} |")
+        base = one(f"e2e_{w}_idempotent-baseline")
+        if base:
+            b_r = num(base.get("rate"))
+            e_r = num(one(f"e2e_{w}_idempotent").get("rate"))
+            print(f"| end-to-end idempotent, this build vs --baseline build (rows/s) | {names[w]} | {rate(e_r)} | baseline {rate(b_r)} | {ratio(e_r, b_r)} | - |")
         print(f"| end-to-end transactional | {names[w]} | not measurable here | - | - | tansu has no transactions (EndTxn unsupported); the mode is refused at startup |")
         peer = one(f"peer_{w}")
         if peer:

@@ -9,7 +9,9 @@
 # --rows N (default 1000000) sizes every workload; --quick is a smoke run
 # (20000 rows, one run per limit, a short latency run, two failover rounds).
 # --workloads picks some of (a), (b), (c); --limit-runs (default 2) is how
-# many times each limit is measured (the best run counts).
+# many times each limit is measured (the best run counts). --baseline BIN
+# also runs each end-to-end idempotent workload with another binlog-bridge
+# binary (e.g. a build before a change) for a before/after ratio.
 # Starts its own MariaDB, 3-member etcd and tansu broker (scripts/dev-env.sh,
 # data in target/bench/) on its own ports and stops them at the end:
 # BB_BENCH_MYSQL_PORT (13316), BB_BENCH_ETCD_PORT_BASE (12419: clients
@@ -44,8 +46,9 @@ KEEP_ENV=0
 WORKLOADS="a b c"
 SKIP_LATENCY=0
 LIMIT_RUNS=
+BASELINE=
 usage() {
-  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
+  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -54,6 +57,7 @@ while [ $# -gt 0 ]; do
     --quick) QUICK=1; shift ;;
     --workloads) [[ "${2:-}" =~ ^[abc]( [abc])*$ ]] || { echo "--workloads takes a space-separated list of a, b, c" >&2; exit 2; }; WORKLOADS=$2; shift 2 ;;
     --limit-runs) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "--limit-runs needs a number >= 1" >&2; exit 2; }; LIMIT_RUNS=$2; shift 2 ;;
+    --baseline) [ -x "${2:-}" ] || { echo "--baseline needs an executable binlog-bridge binary" >&2; exit 2; }; BASELINE=$(realpath "$2"); shift 2 ;;
     --skip-peer) SKIP_PEER=1; shift ;;
     --skip-latency) SKIP_LATENCY=1; shift ;;
     --skip-failover) SKIP_FAILOVER=1; shift ;;
@@ -211,8 +215,8 @@ listen = "127.0.0.1:$HTTP_PORT"
 EOF
 }
 
-start_bridge() { # CONFIG LOG
-  "$BIN" --config "$1" run >"$2" 2>&1 &
+start_bridge() { # CONFIG LOG [BINARY]
+  "${3:-$BIN}" --config "$1" run >"$2" 2>&1 &
   BRIDGE_PID=$!
 }
 
@@ -257,15 +261,20 @@ for w in $WORKLOADS; do
   grep -q "rows=$ROWS " <<<"$res" || die "workload ($w): the binlog holds $(grep -o 'rows=[0-9]*' <<<"$res"), expected $ROWS"
 
   case $w in a | b) table=t ;; c) table=m ;; esac
-  for mode in idempotent at-least-once; do
-    tag="e2e-$w-$mode"
+  runs="idempotent at-least-once"
+  [ -z "$BASELINE" ] || runs="$runs idempotent-baseline"
+  for run in $runs; do
+    mode=${run%-baseline}
+    bin=$BIN
+    [ "$run" = "$mode" ] || bin=$BASELINE
+    tag="e2e-$w-$run"
     bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
-    start_bridge "$DIR/$tag.toml" "$DIR/$tag.log"
-    say "workload ($w): bridge ($mode, pid $BRIDGE_PID) from $FILE:$POS"
+    start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
+    say "workload ($w): bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
     out=$("$TOOL" watch --brokers "$BB_KAFKA_BROKERS" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID") ||
       die "end-to-end ($w, $mode) failed; see $DIR/$tag.log"
     echo "$out" >&2
-    record "e2e_${w}_$mode ${out#RESULT }"
+    record "e2e_${w}_$run ${out#RESULT }"
     stop_bridge
   done
 
