@@ -85,7 +85,9 @@ def main():
                 ours_eff, peer_eff = rows / e_c, rows / p_c
                 print(f"| vs peer, rows per CPU-second (whole process) | {names[w]} | idempotent {rate(ours_eff)} | peer {rate(peer_eff)} | {ratio(ours_eff, peer_eff)} | - |")
     lat = one("latency")
-    if lat:
+    if lat.get("failed"):
+        print(f"| latency commit -> consumer (ms) | {lat.get('rate')} rows/s | FAILED (see target/bench/latency.log) | - | - | p99 <= 250 (not measured) |")
+    elif lat:
         p99 = num(lat.get("p99_ms"))
         print(f"| latency commit -> consumer (ms) | {lat.get('rate')} rows/s achieved, {lat.get('measured')} rows | p50 {lat.get('p50_ms')}, p99 {lat.get('p99_ms')}, max {lat.get('max_ms')} | - | - | p99 <= 250{verdict(None if p99 is None else p99 <= 250)} |")
     for mode in ("idempotent", "at-least-once"):
