@@ -193,6 +193,13 @@ SQL
 }
 
 # ------------------------------------------------------------------ the bridge
+# A 10 s lease: idempotent delivery bounds message.timeout.ms by half the
+# lease, and with the default 2 s lease (1 s timeout) a broker stall over 1 s
+# times a message out; the leader then steps down and replays, and tansu
+# 0.6.0 answers the producer's epoch bump with a panic in its storage task
+# (lite.rs:503) and serves nothing more. Throughput is measured here; takeover
+# times come from the chaos rounds (1 s lease). BB_BENCH_LEASE_TTL sets another.
+LEASE_TTL=${BB_BENCH_LEASE_TTL:-10}
 bridge_config() { # FILE NAME START DELIVERY INCLUDE TOPIC_PREFIX
   cat >"$1" <<EOF
 [mysql]
@@ -204,7 +211,7 @@ include = ["$5"]
 [etcd]
 endpoints = ["${BB_ETCD_ENDPOINTS//,/\", \"}"]
 pipeline = "$2"
-lease_ttl_secs = 2
+lease_ttl_secs = $LEASE_TTL
 
 [kafka]
 brokers = "$BB_KAFKA_BROKERS"
