@@ -73,6 +73,18 @@ pub struct KafkaSink {
     pipeline: Arc<str>,
     epoch: String,
     window: usize,
+    /// Age bound of the window: nothing more is handed to the producer while
+    /// the oldest unacknowledged message has waited this long (half of
+    /// `message.timeout.ms`, when set). Without it a full window queued
+    /// behind a broker slower than the window is large times messages out in
+    /// librdkafka's queue: with the lease-bounded timeout of idempotent
+    /// delivery (1 s for a 2 s lease) every burst ended in a delivery error
+    /// and a step-down.
+    max_age: Option<Duration>,
+    /// With `max_age`: the window also stays below what the broker
+    /// acknowledges in `max_age` (acknowledgement rate, measured as it goes),
+    /// so the queue in front of a new message drains before its timeout.
+    ack_rate: AckRate,
     /// Maxwell: the last row seen, sent once the next event shows whether it ends its transaction.
     held: Option<ChangeEvent>,
     stopped: Option<String>,
@@ -122,6 +134,13 @@ impl KafkaSink {
             window: usize::try_from(cfg.max_in_flight)
                 .unwrap_or(usize::MAX)
                 .max(1),
+            max_age: cfg
+                .properties
+                .get("message.timeout.ms")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(|ms| Duration::from_millis(ms / 2)),
+            ack_rate: AckRate::new(),
             held: None,
             stopped: None,
             deadline: None,
@@ -370,7 +389,7 @@ impl KafkaSink {
                 return Ok(());
             }
         }
-        while self.tracker.in_flight() >= self.window {
+        while self.tracker.in_flight() >= self.effective_window() || self.oldest_too_old() {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
             }
@@ -428,6 +447,61 @@ impl KafkaSink {
                     return Err(err);
                 }
             }
+        }
+    }
+}
+
+/// Smallest window the acknowledgement rate may shrink it to.
+const MIN_WINDOW: usize = 1000;
+
+/// Acknowledged messages per second, smoothed, sampled at most every 100 ms.
+struct AckRate {
+    mark: Instant,
+    mark_acked: u64,
+    per_sec: f64,
+}
+
+impl AckRate {
+    fn new() -> Self {
+        AckRate {
+            mark: Instant::now(),
+            mark_acked: 0,
+            per_sec: 0.0,
+        }
+    }
+
+    fn update(&mut self, acked: u64) -> f64 {
+        let dt = self.mark.elapsed().as_secs_f64();
+        if dt >= 0.1 {
+            let now = (acked - self.mark_acked) as f64 / dt;
+            self.per_sec = if self.per_sec == 0.0 {
+                now
+            } else {
+                0.7 * self.per_sec + 0.3 * now
+            };
+            self.mark = Instant::now();
+            self.mark_acked = acked;
+        }
+        self.per_sec
+    }
+}
+
+impl KafkaSink {
+    /// `max_in_flight`, or with an age bound, what the broker acknowledges
+    /// within it (at least [`MIN_WINDOW`]).
+    fn effective_window(&mut self) -> usize {
+        let Some(max) = self.max_age else {
+            return self.window;
+        };
+        let rate = self.ack_rate.update(self.tracker.acked_messages());
+        ((rate * max.as_secs_f64()) as usize).clamp(MIN_WINDOW.min(self.window), self.window)
+    }
+
+    /// The oldest unacknowledged message has waited `max_age` or longer.
+    fn oldest_too_old(&self) -> bool {
+        match (self.max_age, self.tracker.oldest_sent()) {
+            (Some(max), Some(at)) => at.elapsed() >= max,
+            _ => false,
         }
     }
 }
