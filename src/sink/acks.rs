@@ -32,6 +32,8 @@ pub(crate) struct AckTracker<F> {
     /// Messages in `queue` (markers not counted): the in-flight window.
     messages: usize,
     acked: Option<Position>,
+    /// The last resume marker queued (acknowledged or not).
+    last: Option<Position>,
     failed: Option<String>,
 }
 
@@ -44,6 +46,7 @@ where
             queue: VecDeque::new(),
             messages: 0,
             acked: None,
+            last: None,
             failed: None,
         }
     }
@@ -54,7 +57,14 @@ where
     }
 
     pub(crate) fn push_resume(&mut self, pos: Position) {
+        self.last = Some(pos.clone());
         self.queue.push_back(Entry::Resume(pos));
+    }
+
+    /// The last resume marker queued: where to resume once everything
+    /// handed over so far is in Kafka (transactional delivery commits up to it).
+    pub(crate) fn last_queued(&self) -> Option<&Position> {
+        self.last.as_ref()
     }
 
     /// Messages handed over and not yet acknowledged.

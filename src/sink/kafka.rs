@@ -76,6 +76,9 @@ pub struct KafkaSink {
     in_send: bool,
     /// Idempotent delivery: what a previous leader already wrote (see [`super::reconcile`]).
     skipper: Option<Skipper>,
+    /// Messages and value+key bytes handed to the producer so far (batch sizing).
+    sent_messages: u64,
+    sent_bytes: u64,
 }
 
 impl KafkaSink {
@@ -109,6 +112,8 @@ impl KafkaSink {
             deadline_fn: None,
             in_send: false,
             skipper: None,
+            sent_messages: 0,
+            sent_bytes: 0,
         })
     }
 
@@ -244,6 +249,36 @@ impl KafkaSink {
         &self.producer
     }
 
+    /// Make sure a topic exists (created with `kafka.partitions` when
+    /// missing and allowed), e.g. the progress topic of transactional delivery.
+    pub async fn ensure_topic(&mut self, topic: &str) -> Result<(), SinkError> {
+        self.producer.ensure_topic(topic).await
+    }
+
+    /// Messages and bytes (key + value) handed to the producer so far.
+    pub fn sent_totals(&self) -> (u64, u64) {
+        (self.sent_messages, self.sent_bytes)
+    }
+
+    /// Where to resume once everything handed over so far is in Kafka
+    /// (acknowledged or not yet): the end of a transactional batch. A held
+    /// Maxwell row is not handed over, so it is not included.
+    pub fn handed_over_position(&self) -> Option<Position> {
+        self.tracker.last_queued().cloned()
+    }
+
+    /// Wait until every message handed over is acknowledged, without
+    /// sending a held Maxwell row (after a transactional commit this returns
+    /// at once: the commit flushed everything).
+    pub async fn settle(&mut self, timeout: Duration) -> Result<Option<Position>, SinkError> {
+        self.check()?;
+        match tokio::time::timeout(timeout, self.tracker.wait_all()).await {
+            Ok(Ok(())) => Ok(self.acked_position()),
+            Ok(Err(reason)) => Err(self.stop(reason)),
+            Err(_) => Err(SinkError::FlushTimeout(timeout, self.tracker.in_flight())),
+        }
+    }
+
     fn check(&mut self) -> Result<(), SinkError> {
         if let Some(reason) = &self.stopped {
             return Err(SinkError::Stopped(reason.clone()));
@@ -361,6 +396,8 @@ impl KafkaSink {
                 headers(ev, &self.pipeline, &self.epoch, part),
             ) {
                 Ok(inner) => {
+                    self.sent_messages += 1;
+                    self.sent_bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
                     self.tracker.push_message(Delivery {
                         inner,
                         topic: topic.clone(),
