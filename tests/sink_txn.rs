@@ -1,6 +1,8 @@
 //! Delivery-mode choice against the dev env's broker (tansu 0.6.0, which has
 //! no Kafka transactions): `auto` picks `idempotent` and says so in /status;
 //! an explicit `transactional` is refused at startup, naming `idempotent`.
+//! (`transactional` itself needs a broker with transactions: see
+//! tests/txn_nisshi.rs and the unit tests of `sink::txn`.)
 
 mod common;
 
@@ -129,7 +131,19 @@ fn run_refuses_explicit_transactional_and_auto_shows_idempotent_in_status() {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    // The operator's `status` (read from etcd) names the mode too.
+    let out = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+        .arg("--config")
+        .arg(&path)
+        .arg("status")
+        .output()
+        .unwrap();
+    let status_text = String::from_utf8_lossy(&out.stdout).to_string();
     bridge.terminate(Duration::from_secs(10));
+    assert!(
+        status_text.lines().any(|l| l == "delivery    idempotent"),
+        "{status_text}"
+    );
     let logged = std::fs::read_to_string(&log).unwrap();
     let status = last.expect("no /status answer");
     assert_eq!(status["delivery"], "idempotent", "{status}\n{logged}");
