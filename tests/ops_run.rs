@@ -63,9 +63,13 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
     let port = common::free_port();
     let config = format!(
-        "[mysql]\nurl = \"mysql://{user}@127.0.0.1:3306\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
+        "[mysql]\nurl = \"mysql://{user}@{}\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
          [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{db}\"\nlease_ttl_secs = 1\ncheckpoint_interval_ms = 100\n\
          [kafka]\nbrokers = \"{}\"\ndelivery = \"idempotent\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        env.mysql_admin_url
+            .rsplit_once('@')
+            .map(|(_, host)| host)
+            .unwrap_or("127.0.0.1:3306"),
         pw.display(),
         env.etcd_endpoints,
         broker.brokers()
