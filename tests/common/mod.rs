@@ -11,6 +11,7 @@ pub mod bridge;
 pub mod broker;
 pub mod etcd;
 pub mod source;
+pub mod txn;
 
 #[allow(unused_imports)]
 pub use source::*;
