@@ -42,6 +42,10 @@ const READ_AHEAD: usize = 4096;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
+/// How long the broker probe of `kafka.delivery = "auto"` / `"transactional"`
+/// may take when leading, and at startup (where it holds up joining the election).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a graceful stop waits for Kafka to acknowledge the last batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -82,12 +86,12 @@ impl Bridge {
     }
 
     /// The delivery mode to use ([`resolve_delivery`]), probed once the
-    /// broker answers and remembered from then on.
-    pub async fn delivery(&self) -> Result<Delivery, BridgeError> {
+    /// broker answers (waiting up to `timeout`) and remembered from then on.
+    pub async fn delivery(&self, timeout: Duration) -> Result<Delivery, BridgeError> {
         if let Some(d) = *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) {
             return Ok(d);
         }
-        let chosen = resolve_delivery(&self.config.kafka).await?;
+        let chosen = resolve_delivery(&self.config.kafka, timeout).await?;
         *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen);
         Ok(chosen)
     }
@@ -162,7 +166,7 @@ impl LeaderWork for Bridge {
     async fn run(&self, ctx: LeaderContext) -> Result<(), WorkError> {
         let kafka = &self.config.kafka;
         let mysql = &self.config.mysql;
-        let delivery = self.delivery().await.map_err(failed)?;
+        let delivery = self.delivery(PROBE_TIMEOUT).await.map_err(failed)?;
         self.ops.update(|s| {
             s.streaming = false;
             s.epoch = Some(ctx.epoch);
@@ -351,16 +355,18 @@ pub fn delivery_name(d: Delivery) -> &'static str {
 /// `transactional` when the broker supports Kafka transactions, else
 /// `idempotent`; an explicit `transactional` on a broker without them is
 /// refused, naming `idempotent`. Other modes are returned as given, unprobed.
-pub async fn resolve_delivery(kafka: &crate::config::KafkaConfig) -> Result<Delivery, BridgeError> {
+pub async fn resolve_delivery(
+    kafka: &crate::config::KafkaConfig,
+    timeout: Duration,
+) -> Result<Delivery, BridgeError> {
     if !matches!(kafka.delivery, Delivery::Auto | Delivery::Transactional) {
         return Ok(kafka.delivery);
     }
     let cfg = kafka.clone();
-    let support = tokio::task::spawn_blocking(move || {
-        crate::sink::probe::probe_transactions(&cfg, Duration::from_secs(10))
-    })
-    .await
-    .map_err(|e| BridgeError::Config(format!("broker probe task failed: {e}")))??;
+    let support =
+        tokio::task::spawn_blocking(move || crate::sink::probe::probe_transactions(&cfg, timeout))
+            .await
+            .map_err(|e| BridgeError::Config(format!("broker probe task failed: {e}")))??;
     match (kafka.delivery, support) {
         (Delivery::Auto, TxnSupport::Supported) => Ok(Delivery::Transactional),
         (Delivery::Auto, TxnSupport::Missing(_)) => Ok(Delivery::Idempotent),
@@ -523,8 +529,9 @@ pub async fn main(config: Config) -> ExitCode {
         "binlog-bridge starting"
     );
     let work = Bridge::new(config.clone(), ops.clone());
-    // Decide the delivery mode now, so a misconfiguration shows at once.
-    match work.delivery().await {
+    // Decide the delivery mode now, so a misconfiguration shows at once (a
+    // broker that does not answer soon only delays this to the first takeover).
+    match work.delivery(STARTUP_PROBE_TIMEOUT).await {
         Ok(d) => {
             tracing::info!(
                 configured = delivery_name(config.kafka.delivery),

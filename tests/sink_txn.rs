@@ -31,27 +31,35 @@ async fn the_probe_finds_no_endtxn_and_auto_resolves_to_idempotent() {
         TxnSupport::Missing(apis) => assert!(apis.contains(&"EndTxn"), "{apis:?}"),
         TxnSupport::Supported => panic!("tansu 0.6.0 has no EndTxn, yet the probe says supported"),
     }
-    assert_eq!(resolve_delivery(&cfg).await.unwrap(), Delivery::Idempotent);
+    assert_eq!(
+        resolve_delivery(&cfg, Duration::from_secs(3))
+            .await
+            .unwrap(),
+        Delivery::Idempotent
+    );
     // Modes that need no probe are kept as given.
     for d in [Delivery::Idempotent, Delivery::AtLeastOnce] {
         assert_eq!(
-            resolve_delivery(&kafka(&env.kafka_brokers, d))
+            resolve_delivery(&kafka(&env.kafka_brokers, d), Duration::from_secs(3))
                 .await
                 .unwrap(),
             d
         );
     }
-    let e = resolve_delivery(&kafka(&env.kafka_brokers, Delivery::Transactional))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = resolve_delivery(
+        &kafka(&env.kafka_brokers, Delivery::Transactional),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("does not offer EndTxn") && e.contains("kafka.delivery = \"idempotent\""),
         "{e}"
     );
     // A broker that is not there is an error naming the brokers, not a guess.
     let nobody = format!("127.0.0.1:{}", common::free_port());
-    let e = resolve_delivery(&kafka(&nobody, Delivery::Auto))
+    let e = resolve_delivery(&kafka(&nobody, Delivery::Auto), Duration::from_secs(3))
         .await
         .unwrap_err()
         .to_string();

@@ -331,3 +331,25 @@ pub async fn ensure_progress_topic(cfg: &KafkaConfig, topic: &str) -> Result<(),
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn librdkafka_errors_map_to_the_protocol_reaction() {
+        for code in [
+            RDKafkaErrorCode::ProducerFenced,
+            RDKafkaErrorCode::Fenced,
+            RDKafkaErrorCode::InvalidProducerEpoch,
+        ] {
+            let e = KafkaError::MessageProduction(code);
+            assert!(matches!(classify(&e), TxnError::Fenced(_)), "{code:?}");
+        }
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::UnsupportedVersion);
+        assert!(matches!(classify(&e), TxnError::Unsupported(_)));
+        // Anything else, outside a transactional call, aborts the batch.
+        let e = KafkaError::MessageProduction(RDKafkaErrorCode::MessageTimedOut);
+        assert!(matches!(classify(&e), TxnError::Abortable(_)));
+    }
+}
