@@ -178,6 +178,19 @@ async fn nisshi_kill9_and_zombie_handover_fences_the_old_leader_and_loses_nothin
         b.terminate(Duration::from_secs(15));
     }
     let zlog = std::fs::read_to_string(dir.path().join(format!("{}.log", names[zombie]))).unwrap();
+    for l in zlog
+        .lines()
+        .filter(|l| l.contains("fenced") || l.contains("stepping down") || l.contains("lease"))
+    {
+        eprintln!("zombie: {l}");
+    }
+    let nlog = std::fs::read_to_string(dir.path().join(format!("{}.log", names[next]))).unwrap();
+    for l in nlog
+        .lines()
+        .filter(|l| l.contains("transactional takeover"))
+    {
+        eprintln!("new leader: {l}");
+    }
     assert!(
         zlog.contains("stepping down")
             || zlog.contains("lease deadline passed")
