@@ -234,7 +234,7 @@ async fn create_topics(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<(), Err
 }
 
 async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error> {
-    let producer: FutureProducer = producer_config(cfg).create()?;
+    let producer: FutureProducer = producer_config(cfg)?.create()?;
     let window = cfg.max_in_flight as usize;
     let mut pending: VecDeque<rdkafka::producer::DeliveryFuture> = VecDeque::with_capacity(window);
     let start = Instant::now();

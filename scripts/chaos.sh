@@ -7,6 +7,11 @@
 #
 # BB_CHAOS_DIR, BB_CHAOS_MYSQL_PORT, BB_CHAOS_ETCD_PORT_BASE, BB_CHAOS_KAFKA_PORT
 # and BB_CHAOS_HTTP_BASE move it elsewhere (to run two at once).
+# --delivery is idempotent (default), at-least-once, auto or transactional.
+# transactional needs a broker with Kafka transactions, which the private
+# broker (tansu) is not: give one with BB_CHAOS_BROKERS=HOST:PORT (Apache Kafka,
+# Redpanda, ...); its data is read with isolation.level=read_committed, and the
+# broker-restart fault is left out (the script does not own that broker).
 # --faults picks the fault types (default: all, in this order); --keep-env
 # leaves the private services running afterwards for a look.
 # Fault types, in turn: kill -9 of the leader; SIGSTOP of the leader past the
@@ -38,6 +43,20 @@ done
 
 say() { printf '[chaos %s] %s\n' "$(date +%T)" "$*"; }
 
+case "$DELIVERY" in
+  idempotent | at-least-once | auto | transactional) ;;
+  *) echo "--delivery $DELIVERY: use idempotent, at-least-once, auto or transactional" >&2; exit 2 ;;
+esac
+EXTERNAL_BROKERS=${BB_CHAOS_BROKERS:-}
+if [ "$DELIVERY" = transactional ] && [ -z "$EXTERNAL_BROKERS" ]; then
+  echo "--delivery transactional needs a broker with Kafka transactions; the private broker (tansu) has none." >&2
+  echo "Set BB_CHAOS_BROKERS=HOST:PORT of one (Apache Kafka, Redpanda, ...), or use --delivery idempotent." >&2
+  exit 2
+fi
+if [ -n "$EXTERNAL_BROKERS" ]; then
+  FAULT_LIST=$(echo "$FAULT_LIST" | tr ' ' '\n' | grep -vx broker-restart | tr '\n' ' ')
+fi
+
 DIR=${BB_CHAOS_DIR:-$ROOT/target/chaos}
 export BB_DEV_DIR=$DIR/env
 export BB_MYSQL_PORT=${BB_CHAOS_MYSQL_PORT:-13306} BB_ETCD_PORT_BASE=${BB_CHAOS_ETCD_PORT_BASE:-12379}
@@ -47,6 +66,7 @@ $ENV_SH down >/dev/null 2>&1 || true
 rm -rf "$DIR" && mkdir -p "$DIR"
 $ENV_SH up >"$DIR/env-up.log" 2>&1 || { cat "$DIR/env-up.log"; exit 1; }
 eval "$($ENV_SH env)"
+[ -z "$EXTERNAL_BROKERS" ] || export BB_KAFKA_BROKERS=$EXTERNAL_BROKERS
 
 cargo build -q --bin binlog-bridge --example cdc_writer --example cdc_verify
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}

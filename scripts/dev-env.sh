@@ -9,6 +9,9 @@
 #   scripts/dev-env.sh env       print the endpoints as shell exports
 #   scripts/dev-env.sh install   only install packages and build the broker
 #   scripts/dev-env.sh install-packages | build-broker   one of the two
+#   scripts/dev-env.sh build-nisshi   only for tests/txn_nisshi.rs: nisshi 0.7.0, a
+#                                     broker that commits and fences transactions
+#                                     (not used by `up`; ~25+ min, cached)
 #   scripts/dev-env.sh start|stop|kill NAME   one service: mariadb etcd1 etcd2 etcd3 broker
 #   scripts/dev-env.sh etcd-leader   which etcd member is the raft leader
 #
@@ -82,6 +85,25 @@ build_broker() {
     || die "tansu build failed; see $CACHE/tansu-build.log"
   rm -rf "$CACHE/tansu-build"
   log "tansu built: $TANSU_BIN"
+}
+
+# nisshi 0.7.0 (tansu's successor; 0.8 refuses transactional producers) for
+# the transactional integration test. Cached like the broker; print its path.
+NISSHI_VERSION=0.7.0
+NISSHI_ROOT=$CACHE/nisshi-$NISSHI_VERSION
+NISSHI_BIN=$NISSHI_ROOT/bin/nisshi
+build_nisshi() {
+  if [ ! -x "$NISSHI_BIN" ]; then
+    log "building nisshi $NISSHI_VERSION into $NISSHI_ROOT (first time only; 25+ min on 2 cores)"
+    mkdir -p "$CACHE"
+    # Its rama dependency declares rustc 1.96 but compiles on 1.95.
+    CARGO_TARGET_DIR=$CACHE/nisshi-build cargo install "nisshi@$NISSHI_VERSION" --locked \
+      --ignore-rust-version --no-default-features --features dynostore,libsql \
+      --root "$NISSHI_ROOT" >"$CACHE/nisshi-build.log" 2>&1 \
+      || die "nisshi build failed; see $CACHE/nisshi-build.log"
+    rm -rf "$CACHE/nisshi-build"
+  fi
+  log "nisshi: export BB_NISSHI_BIN=$NISSHI_BIN"
 }
 
 pidfile() { echo "$DATA/$1.pid"; }
@@ -284,6 +306,7 @@ case "$cmd" in
     ;;
   install-packages) install_packages ;;
   build-broker) build_broker ;;
+  build-nisshi) build_nisshi ;;
   down)
     for n in broker etcd1 etcd2 etcd3 mariadb; do stop_one "$n"; done
     log "stopped"

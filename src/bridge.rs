@@ -29,14 +29,23 @@ use crate::coord::Identity;
 use crate::event::{ChangeEvent, EventKind, Op, Position};
 use crate::ops::{OpsState, Role as OpsRole};
 use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError};
+use crate::sink::probe::TxnSupport;
+use crate::sink::txn::TxnError;
 use crate::sink::{KafkaSink, SinkError, TableFilter};
 use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
+
+#[path = "bridge_txn.rs"]
+mod txn;
 
 /// Events read ahead of the sink. Bounded: a slow Kafka stops the reader.
 const READ_AHEAD: usize = 4096;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
+/// How long the broker probe of `kafka.delivery = "auto"` / `"transactional"`
+/// may take when leading, and at startup (where it holds up joining the election).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+const STARTUP_PROBE_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a graceful stop waits for Kafka to acknowledge the last batch.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -47,6 +56,8 @@ pub enum BridgeError {
     Source(#[from] SourceError),
     #[error("Kafka sink: {0}")]
     Sink(#[from] SinkError),
+    #[error("Kafka transaction: {0}")]
+    Txn(#[from] TxnError),
     #[error("{0}")]
     Config(String),
 }
@@ -59,11 +70,30 @@ fn failed(e: impl Into<BridgeError>) -> WorkError {
 pub struct Bridge {
     config: Config,
     ops: Arc<OpsState>,
+    /// The delivery mode in force: `kafka.delivery`, with `auto` replaced by
+    /// what the broker probe chose (probed again at takeover until known).
+    delivery: std::sync::Mutex<Option<Delivery>>,
 }
 
 impl Bridge {
     pub fn new(config: Config, ops: Arc<OpsState>) -> Bridge {
-        Bridge { config, ops }
+        let delivery = std::sync::Mutex::new(None);
+        Bridge {
+            config,
+            ops,
+            delivery,
+        }
+    }
+
+    /// The delivery mode to use ([`resolve_delivery`]), probed once the
+    /// broker answers (waiting up to `timeout`) and remembered from then on.
+    pub async fn delivery(&self, timeout: Duration) -> Result<Delivery, BridgeError> {
+        if let Some(d) = *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) {
+            return Ok(d);
+        }
+        let chosen = resolve_delivery(&self.config.kafka, timeout).await?;
+        *self.delivery.lock().unwrap_or_else(|e| e.into_inner()) = Some(chosen);
+        Ok(chosen)
     }
 
     fn start_from(&self, ctx: &LeaderContext) -> Result<StartFrom, WorkError> {
@@ -136,20 +166,22 @@ impl LeaderWork for Bridge {
     async fn run(&self, ctx: LeaderContext) -> Result<(), WorkError> {
         let kafka = &self.config.kafka;
         let mysql = &self.config.mysql;
-        let from = self.start_from(&ctx)?;
-        if matches!(kafka.delivery, Delivery::Transactional) {
-            return Err(failed(BridgeError::Config(
-                "kafka.delivery = \"transactional\" is not available in this version; use \"idempotent\" or \"at-least-once\"".into(),
-            )));
-        }
+        let delivery = self.delivery(PROBE_TIMEOUT).await.map_err(failed)?;
         self.ops.update(|s| {
             s.streaming = false;
             s.epoch = Some(ctx.epoch);
-            s.delivery = Some(format!("{:?}", kafka.delivery).to_lowercase());
+            s.delivery = Some(delivery_name(delivery).into());
             s.reason = Some("leader: connecting to Kafka and MySQL".into());
         });
+        ctx.checkpoint
+            .set_extra("delivery", serde_json::json!(delivery_name(delivery)))
+            .await;
+        if delivery == Delivery::Transactional {
+            return self.run_transactional(ctx).await;
+        }
+        let from = self.start_from(&ctx)?;
 
-        let exactly_once = matches!(kafka.delivery, Delivery::Idempotent | Delivery::Auto);
+        let exactly_once = matches!(delivery, Delivery::Idempotent | Delivery::Auto);
         let kafka = &producer_settings(kafka, self.config.etcd.lease_ttl_secs, exactly_once);
         // Whether the last leader stopped cleanly: it flushed everything and
         // wrote its final checkpoint, and nobody has led since (every leader
@@ -160,7 +192,7 @@ impl LeaderWork for Bridge {
             None => true,
             Some(c) => c.extra.get(CLEAN_STOP) == Some(&serde_json::Value::Bool(true)),
         };
-        let mut source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
+        let source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
             .await
             .map_err(failed)?;
         // Before any output: record where this leader starts and that it has
@@ -192,28 +224,9 @@ impl LeaderWork for Bridge {
         }
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
-        // The reader task: binlog -> bounded channel.
         let outage = source.outage();
         let mut down = false;
-        let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
-        let ops = self.ops.clone();
-        let reader = tokio::spawn(async move {
-            let mut reconnects = source.reconnects;
-            loop {
-                let ev = source.next_event().await;
-                if source.reconnects != reconnects {
-                    ops.metrics
-                        .source_reconnects
-                        .add(source.reconnects - reconnects);
-                    reconnects = source.reconnects;
-                }
-                let end = ev.is_err();
-                if tx.send(ev).await.is_err() || end {
-                    break;
-                }
-            }
-        });
-        let _abort_reader = AbortOnDrop(reader);
+        let (mut rx, _abort_reader) = self.spawn_reader(source);
 
         self.ops.update(|s| {
             s.streaming = true;
@@ -303,6 +316,75 @@ impl LeaderWork for Bridge {
             }
         }
         Ok(())
+    }
+}
+
+impl Bridge {
+    /// The reader task: binlog -> bounded channel. Dropping the guard stops it.
+    fn spawn_reader(
+        &self,
+        mut source: BinlogSource,
+    ) -> (
+        mpsc::Receiver<Result<ChangeEvent, SourceError>>,
+        AbortOnDrop,
+    ) {
+        let (tx, rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
+        let ops = self.ops.clone();
+        let reader = tokio::spawn(async move {
+            let mut reconnects = source.reconnects;
+            loop {
+                let ev = source.next_event().await;
+                if source.reconnects != reconnects {
+                    ops.metrics
+                        .source_reconnects
+                        .add(source.reconnects - reconnects);
+                    reconnects = source.reconnects;
+                }
+                let end = ev.is_err();
+                if tx.send(ev).await.is_err() || end {
+                    break;
+                }
+            }
+        });
+        (rx, AbortOnDrop(reader))
+    }
+}
+
+/// The name of a delivery mode as written in the config.
+pub fn delivery_name(d: Delivery) -> &'static str {
+    match d {
+        Delivery::Auto => "auto",
+        Delivery::Transactional => "transactional",
+        Delivery::Idempotent => "idempotent",
+        Delivery::AtLeastOnce => "at-least-once",
+    }
+}
+
+/// Resolve `kafka.delivery` against the broker: `auto` becomes
+/// `transactional` when the broker supports Kafka transactions, else
+/// `idempotent`; an explicit `transactional` on a broker without them is
+/// refused, naming `idempotent`. Other modes are returned as given, unprobed.
+pub async fn resolve_delivery(
+    kafka: &crate::config::KafkaConfig,
+    timeout: Duration,
+) -> Result<Delivery, BridgeError> {
+    if !matches!(kafka.delivery, Delivery::Auto | Delivery::Transactional) {
+        return Ok(kafka.delivery);
+    }
+    let cfg = kafka.clone();
+    let support =
+        tokio::task::spawn_blocking(move || crate::sink::probe::probe_transactions(&cfg, timeout))
+            .await
+            .map_err(|e| BridgeError::Config(format!("broker probe task failed: {e}")))??;
+    match (kafka.delivery, support) {
+        (Delivery::Auto, TxnSupport::Supported) => Ok(Delivery::Transactional),
+        (Delivery::Auto, TxnSupport::Missing(_)) => Ok(Delivery::Idempotent),
+        (_, TxnSupport::Supported) => Ok(Delivery::Transactional),
+        (_, TxnSupport::Missing(apis)) => Err(BridgeError::Txn(TxnError::Unsupported(format!(
+            "kafka.delivery = \"transactional\", but the broker at {} does not offer {}",
+            kafka.brokers,
+            apis.join(", ")
+        )))),
     }
 }
 
@@ -476,13 +558,32 @@ pub async fn main(config: Config) -> ExitCode {
     tracing::info!(
         identity = %identity,
         pipeline = %config.etcd.pipeline,
-        delivery = ?config.kafka.delivery,
+        delivery = delivery_name(config.kafka.delivery),
         format = ?config.kafka.format,
         "binlog-bridge starting"
     );
+    let work = Bridge::new(config.clone(), ops.clone());
+    // Decide the delivery mode now, so a misconfiguration shows at once (a
+    // broker that does not answer soon only delays this to the first takeover).
+    match work.delivery(STARTUP_PROBE_TIMEOUT).await {
+        Ok(d) => {
+            tracing::info!(
+                configured = delivery_name(config.kafka.delivery),
+                chosen = delivery_name(d),
+                "delivery mode"
+            );
+            ops.update(|s| s.delivery = Some(delivery_name(d).into()));
+        }
+        Err(e @ BridgeError::Txn(TxnError::Unsupported(_))) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(crate::cli::EXIT_CONFIG);
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, configured = delivery_name(config.kafka.delivery), "cannot probe the broker for transaction support now; probing again when this process leads")
+        }
+    }
     let mut options = Options::new(config.etcd.clone(), identity);
     options.keepalive_latency = Some(ops.metrics.etcd_keepalive_seconds.clone());
-    let work = Bridge::new(config.clone(), ops);
     match pipeline::run(options, work, stop, role_tx).await {
         Ok(()) => {
             tracing::info!("stopped");

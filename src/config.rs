@@ -360,6 +360,47 @@ pub struct KafkaConfig {
     pub ssl_cert_file: Option<PathBuf>,
     #[serde(default)]
     pub ssl_key_file: Option<PathBuf>,
+    /// `delivery = "transactional"`: the producer's `transactional.id`, the
+    /// same in every copy of the pipeline (a new leader's producer fences the
+    /// old one by it). Default `binlog-bridge.{pipeline}`.
+    #[serde(default)]
+    pub transactional_id: Option<String>,
+    /// `delivery = "transactional"`: compacted topic (1 partition) holding
+    /// the position after each committed batch. `{pipeline}` is replaced.
+    #[serde(default = "default_progress_topic")]
+    pub progress_topic: String,
+    /// `delivery = "transactional"`: a batch (one Kafka transaction) is
+    /// committed after this many messages ...
+    #[serde(default = "default_transaction_max_messages")]
+    pub transaction_max_messages: u64,
+    /// ... or this many bytes of message values ...
+    #[serde(default = "default_transaction_max_bytes")]
+    pub transaction_max_bytes: u64,
+    /// ... or this many milliseconds after it began, whichever comes first.
+    #[serde(default = "default_transaction_max_ms")]
+    pub transaction_max_ms: u64,
+}
+
+impl KafkaConfig {
+    /// The `transactional.id` of `pipeline`'s producer.
+    pub fn transactional_id_for(&self, pipeline: &str) -> String {
+        self.transactional_id
+            .clone()
+            .unwrap_or_else(|| format!("binlog-bridge.{pipeline}"))
+    }
+}
+
+fn default_progress_topic() -> String {
+    "{pipeline}.progress".into()
+}
+fn default_transaction_max_messages() -> u64 {
+    10_000
+}
+fn default_transaction_max_bytes() -> u64 {
+    8_000_000
+}
+fn default_transaction_max_ms() -> u64 {
+    200
 }
 
 /// Compression codec of produced batches.
@@ -462,6 +503,11 @@ impl Default for KafkaConfig {
             ssl_ca_file: None,
             ssl_cert_file: None,
             ssl_key_file: None,
+            transactional_id: None,
+            progress_topic: default_progress_topic(),
+            transaction_max_messages: default_transaction_max_messages(),
+            transaction_max_bytes: default_transaction_max_bytes(),
+            transaction_max_ms: default_transaction_max_ms(),
         }
     }
 }
@@ -831,6 +877,48 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
         if let Err(why) = check_topic_template(template) {
             errs.push(format!("{key} = {template:?} {why}"));
         }
+    }
+    if let Err(why) = check_topic_template(&k.progress_topic) {
+        errs.push(format!(
+            "kafka.progress_topic = {:?} {why}",
+            k.progress_topic
+        ));
+    } else if k.progress_topic.contains("{db}") || k.progress_topic.contains("{table}") {
+        errs.push(format!(
+            "kafka.progress_topic = {:?} may only use {{pipeline}}, e.g. \"{{pipeline}}.progress\"",
+            k.progress_topic
+        ));
+    }
+    if k.progress_topic == k.topic || k.progress_topic == k.schema_topic {
+        errs.push(format!(
+            "kafka.progress_topic = {:?} is also a data topic; give it a name of its own, e.g. \"{{pipeline}}.progress\"",
+            k.progress_topic
+        ));
+    }
+    if let Some(id) = &k.transactional_id {
+        if id.trim().is_empty() || id.chars().any(char::is_control) {
+            errs.push(format!(
+                "kafka.transactional_id = {id:?} is empty or has control characters; remove it (default binlog-bridge.{{pipeline}}) or give a name"
+            ));
+        }
+    }
+    if k.transaction_max_messages < 1 || k.transaction_max_messages > 10_000_000 {
+        errs.push(format!(
+            "kafka.transaction_max_messages = {} is out of range; use 1 to 10000000 (default 10000)",
+            k.transaction_max_messages
+        ));
+    }
+    if k.transaction_max_bytes < 1 || k.transaction_max_bytes > 1_000_000_000 {
+        errs.push(format!(
+            "kafka.transaction_max_bytes = {} is out of range; use 1 to 1000000000 (default 8000000)",
+            k.transaction_max_bytes
+        ));
+    }
+    if k.transaction_max_ms < 1 || k.transaction_max_ms > 30_000 {
+        errs.push(format!(
+            "kafka.transaction_max_ms = {} is out of range; use 1 to 30000 (default 200; the broker aborts transactions older than transaction.timeout.ms)",
+            k.transaction_max_ms
+        ));
     }
     if k.topic == k.schema_topic {
         errs.push(format!(

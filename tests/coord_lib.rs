@@ -18,7 +18,7 @@ use binlog_bridge::coord::session::{LossReason, Session};
 use binlog_bridge::coord::{now_ms, Identity, Keys};
 use binlog_bridge::pipeline::heartbeat::{counter, position, Heartbeat};
 use binlog_bridge::pipeline::{self, Options, Role};
-use common::etcd::{shared_client, unique_prefix, SHARED};
+use common::etcd::{shared_client, unique_prefix};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -184,7 +184,7 @@ async fn three_in_process_pipelines_elect_one_leader_and_hand_over_on_stop() {
     let dir = tempfile::tempdir().expect("tempdir");
     let output = dir.path().join("out.log");
     let cfg = EtcdConfig {
-        endpoints: SHARED.iter().map(|s| s.to_string()).collect(),
+        endpoints: common::etcd::shared(),
         prefix: unique_prefix("inproc"),
         pipeline: "p".into(),
         lease_ttl_secs: 1,

@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use common::bridge::{leader, now_ms, read_checkpoint, wait_for, Bridges, Line};
-use common::etcd::{shared_client, unique_prefix, SHARED};
+use common::etcd::{shared_client, unique_prefix};
 
 const TTL_MS: u64 = 1000;
 
 fn shared() -> Vec<String> {
-    SHARED.iter().map(|s| s.to_string()).collect()
+    common::etcd::shared()
 }
 
 /// Wait until some process leads and has sent at least one message; return

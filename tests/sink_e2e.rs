@@ -63,7 +63,7 @@ fn read_all(brokers: &str, topic: &str, want: usize) -> Vec<(i32, String, serde_
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mariadb_rows_reach_kafka_complete_partitioned_and_in_order() {
     let broker = common::broker::PrivateBroker::start();
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     conn.query_drop(format!("DROP DATABASE IF EXISTS {DB}"))
         .await
         .unwrap();
@@ -104,7 +104,7 @@ async fn mariadb_rows_reach_kafka_complete_partitioned_and_in_order() {
     let rows_expected = (IDS + IDS * ROUNDS + 5 + 3) as usize;
 
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4301,
         &[&format!("{DB}.*")],
         StartFrom::Position(start),

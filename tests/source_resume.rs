@@ -39,10 +39,10 @@ async fn fresh_db(conn: &mut mysql_async::Conn, db: &str) -> Position {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rotation_mid_stream_keeps_every_row_in_order() {
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     let start = fresh_db(&mut conn, "src_rotate").await;
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4102,
         &["src_rotate.*"],
         StartFrom::Position(start.clone()),
@@ -97,7 +97,7 @@ async fn rotation_mid_stream_keeps_every_row_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_inside_a_10k_row_transaction_yields_exactly_the_rest() {
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     let start = fresh_db(&mut conn, "src_resume").await;
     conn.query_drop(
         "INSERT INTO src_resume.t SELECT seq, CONCAT('r', seq) FROM src_resume.seq_1_to_10000",
@@ -109,7 +109,7 @@ async fn resume_inside_a_10k_row_transaction_yields_exactly_the_rest() {
         .unwrap();
 
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4103,
         &["src_resume.*"],
         StartFrom::Position(start.clone()),
@@ -148,7 +148,7 @@ async fn resume_inside_a_10k_row_transaction_yields_exactly_the_rest() {
     // Resume *at* row 4321: it is delivered again, then the rest.
     let at = rows[4321].position.clone();
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4103,
         &["src_resume.*"],
         StartFrom::Position(at),
@@ -164,7 +164,7 @@ async fn resume_inside_a_10k_row_transaction_yields_exactly_the_rest() {
     // Resume just after row 9999 (the last of the big transaction): only its commit, then row 10001.
     let after_last = rows[9_999].position.next_row();
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4103,
         &["src_resume.*"],
         StartFrom::Position(after_last),
@@ -183,7 +183,7 @@ async fn resume_inside_a_10k_row_transaction_yields_exactly_the_rest() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn resume_by_commit_position_and_by_mariadb_gtid() {
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     let start = fresh_db(&mut conn, "src_gtid").await;
     for i in 1..=5 {
         conn.query_drop(format!("INSERT INTO src_gtid.t VALUES ({i}, 'g')"))
@@ -191,7 +191,7 @@ async fn resume_by_commit_position_and_by_mariadb_gtid() {
             .unwrap();
     }
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4104,
         &["src_gtid.*"],
         StartFrom::Position(start),
@@ -227,7 +227,7 @@ async fn resume_by_commit_position_and_by_mariadb_gtid() {
     );
 
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4104,
         &["src_gtid.*"],
         StartFrom::Position(c2.position.clone()),
@@ -241,7 +241,7 @@ async fn resume_by_commit_position_and_by_mariadb_gtid() {
     drop(src);
 
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4104,
         &["src_gtid.*"],
         StartFrom::Gtid(gtid.clone()),
@@ -268,7 +268,7 @@ async fn resume_by_commit_position_and_by_mariadb_gtid() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn include_and_exclude_filters_skip_tables() {
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     let start = fresh_db(&mut conn, "src_filter").await;
     conn.query_drop("CREATE TABLE src_filter.skipped (id INT PRIMARY KEY)")
         .await
@@ -279,7 +279,7 @@ async fn include_and_exclude_filters_skip_tables() {
     conn.query_drop("INSERT INTO src_filter.t VALUES (2, 'kept')")
         .await
         .unwrap();
-    let mut cfg = common::mysql_config(common::BRIDGE_URL, 4105, &["src_filter.*"]);
+    let mut cfg = common::mysql_config(&common::bridge_url(), 4105, &["src_filter.*"]);
     cfg.exclude = vec!["src_filter.skip*".into()];
     let mut src = binlog_bridge::source::BinlogSource::start(
         &cfg,

@@ -217,7 +217,7 @@ fn row_id(v: &[Value]) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_type_decodes_exactly_like_select() {
-    let mut conn = common::root(common::ROOT_URL).await;
+    let mut conn = common::root(&common::root_url()).await;
     conn.query_drop(format!("DROP DATABASE IF EXISTS {DB}"))
         .await
         .unwrap();
@@ -248,7 +248,7 @@ async fn every_type_decodes_exactly_like_select() {
     );
 
     let mut src = common::start(
-        common::BRIDGE_URL,
+        &common::bridge_url(),
         4101,
         &["src_types.t"],
         StartFrom::Position(start),

@@ -549,3 +549,40 @@ fn a_parse_error_on_a_password_line_does_not_quote_the_password() {
     assert!(e.contains("password = *** (hidden)"), "{e}");
     assert!(!e.contains("s3cr3t"), "{e}");
 }
+
+#[test]
+fn transactional_keys_have_defaults_and_bad_values_are_refused() {
+    let c = parse(MINIMAL).unwrap();
+    assert_eq!(c.kafka.progress_topic, "{pipeline}.progress");
+    assert_eq!(c.kafka.transaction_max_messages, 10_000);
+    assert_eq!(c.kafka.transaction_max_bytes, 8_000_000);
+    assert_eq!(c.kafka.transaction_max_ms, 200);
+    assert_eq!(
+        c.kafka.transactional_id_for("orders"),
+        "binlog-bridge.orders"
+    );
+    let c = parse(&format!(
+        "{MINIMAL}\n[kafka]\ndelivery = \"transactional\"\ntransactional_id = \"shop-cdc\"\n"
+    ))
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.kafka.transactional_id_for("orders"), "shop-cdc");
+    let text = format!(
+        "{MINIMAL}\n[kafka]\nprogress_topic = \"{{db}}.p\"\ntransactional_id = \" \"\ntransaction_max_messages = 0\ntransaction_max_bytes = 0\ntransaction_max_ms = 60000\n"
+    );
+    assert_eq!(
+        invalid(&text),
+        [
+            "kafka.progress_topic = \"{db}.p\" may only use {pipeline}, e.g. \"{pipeline}.progress\"",
+            "kafka.transactional_id = \" \" is empty or has control characters; remove it (default binlog-bridge.{pipeline}) or give a name",
+            "kafka.transaction_max_messages = 0 is out of range; use 1 to 10000000 (default 10000)",
+            "kafka.transaction_max_bytes = 0 is out of range; use 1 to 1000000000 (default 8000000)",
+            "kafka.transaction_max_ms = 60000 is out of range; use 1 to 30000 (default 200; the broker aborts transactions older than transaction.timeout.ms)",
+        ]
+    );
+    let text = format!("{MINIMAL}\n[kafka]\nschema_topic = \"x\"\nprogress_topic = \"x\"\n");
+    assert_eq!(
+        invalid(&text),
+        ["kafka.progress_topic = \"x\" is also a data topic; give it a name of its own, e.g. \"{pipeline}.progress\""]
+    );
+}

@@ -51,6 +51,7 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
             "pipeline": cfg.pipeline,
             "prefix": cfg.prefix,
             "leader": leader,
+            "delivery": checkpoint.as_ref().and_then(|c| c.extra.get("delivery")),
             "checkpoint": checkpoint.as_ref().map(|c| json!({
                 "position": c.position.to_string(),
                 "gtid": c.position.gtid,
@@ -86,6 +87,14 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
             age(c.written_at_ms)
         ),
         None => println!("checkpoint  none"),
+    }
+    // The delivery mode the last leader used (`auto` resolved by its probe).
+    if let Some(d) = checkpoint
+        .as_ref()
+        .and_then(|c| c.extra.get("delivery"))
+        .and_then(|v| v.as_str())
+    {
+        println!("delivery    {d}");
     }
     println!("members     {}", members.len());
     for m in &members {

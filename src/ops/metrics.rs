@@ -169,6 +169,8 @@ pub struct Metrics {
     pub lag_seconds: Gauge,
     pub kafka_in_flight: IntGauge,
     pub kafka_delivery_errors: Counter,
+    /// Kafka transactions committed (transactional delivery).
+    pub kafka_transactions: Counter,
     /// Unix time (seconds) of the last checkpoint write; 0 = never.
     pub checkpoint_unix: Gauge,
     pub source_reconnects: Counter,
@@ -183,7 +185,7 @@ pub struct Metrics {
 }
 
 /// `(name, type, help)` for every metric, in render order.
-pub const METRICS: [(&str, &str, &str); 15] = [
+pub const METRICS: [(&str, &str, &str); 16] = [
     ("binlog_bridge_role_leader", "gauge", "1 while this process is the leader, 0 as standby."),
     ("binlog_bridge_leadership_changes_total", "counter", "Times this process became leader or stepped down."),
     ("binlog_bridge_events_read_total", "counter", "Row changes and schema changes read from the binlog, by table and type."),
@@ -192,6 +194,7 @@ pub const METRICS: [(&str, &str, &str); 15] = [
     ("binlog_bridge_replication_lag_seconds", "gauge", "Now minus the source commit time of the last event read (heartbeats keep it current when idle)."),
     ("binlog_bridge_kafka_in_flight_messages", "gauge", "Messages handed to the producer and not yet acknowledged."),
     ("binlog_bridge_kafka_delivery_errors_total", "counter", "Messages Kafka refused or failed to acknowledge."),
+    ("binlog_bridge_kafka_transactions_total", "counter", "Kafka transactions (batches with their progress record) committed, in transactional delivery."),
     ("binlog_bridge_checkpoint_age_seconds", "gauge", "Seconds since this process last wrote the checkpoint (-1: never)."),
     ("binlog_bridge_source_reconnects_total", "counter", "Times the binlog connection was re-established."),
     ("binlog_bridge_kafka_produced_messages_total", "counter", "Messages Kafka acknowledged, by topic."),
@@ -235,6 +238,9 @@ impl Metrics {
                 }
                 "binlog_bridge_kafka_delivery_errors_total" => {
                     line(&mut out, name, self.kafka_delivery_errors.get() as f64)
+                }
+                "binlog_bridge_kafka_transactions_total" => {
+                    line(&mut out, name, self.kafka_transactions.get() as f64)
                 }
                 "binlog_bridge_checkpoint_age_seconds" => {
                     let at = self.checkpoint_unix.get();

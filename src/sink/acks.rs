@@ -35,6 +35,8 @@ pub(crate) struct AckTracker<F> {
     /// Messages acknowledged since the tracker was made.
     acked_messages: u64,
     acked: Option<Position>,
+    /// The last resume marker queued (acknowledged or not).
+    last: Option<Position>,
     failed: Option<String>,
 }
 
@@ -48,6 +50,7 @@ where
             messages: 0,
             acked_messages: 0,
             acked: None,
+            last: None,
             failed: None,
         }
     }
@@ -59,7 +62,14 @@ where
     }
 
     pub(crate) fn push_resume(&mut self, pos: Position) {
+        self.last = Some(pos.clone());
         self.queue.push_back(Entry::Resume(pos));
+    }
+
+    /// The last resume marker queued: where to resume once everything
+    /// handed over so far is in Kafka (transactional delivery commits up to it).
+    pub(crate) fn last_queued(&self) -> Option<&Position> {
+        self.last.as_ref()
     }
 
     /// Messages handed over and not yet acknowledged.

@@ -100,6 +100,9 @@ pub struct KafkaSink {
     skipper: Option<Skipper>,
     /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
     metrics: Option<SinkMetrics>,
+    /// Messages and value+key bytes handed to the producer so far (batch sizing).
+    sent_messages: u64,
+    sent_bytes: u64,
 }
 
 /// The ops counters the sink feeds from delivery acknowledgements.
@@ -148,6 +151,8 @@ impl KafkaSink {
             in_send: false,
             skipper: None,
             metrics: None,
+            sent_messages: 0,
+            sent_bytes: 0,
         })
     }
 
@@ -294,6 +299,36 @@ impl KafkaSink {
         &self.producer
     }
 
+    /// Make sure a topic exists (created with `kafka.partitions` when
+    /// missing and allowed), e.g. the progress topic of transactional delivery.
+    pub async fn ensure_topic(&mut self, topic: &str) -> Result<(), SinkError> {
+        self.producer.ensure_topic(topic).await
+    }
+
+    /// Messages and bytes (key + value) handed to the producer so far.
+    pub fn sent_totals(&self) -> (u64, u64) {
+        (self.sent_messages, self.sent_bytes)
+    }
+
+    /// Where to resume once everything handed over so far is in Kafka
+    /// (acknowledged or not yet): the end of a transactional batch. A held
+    /// Maxwell row is not handed over, so it is not included.
+    pub fn handed_over_position(&self) -> Option<Position> {
+        self.tracker.last_queued().cloned()
+    }
+
+    /// Wait until every message handed over is acknowledged, without
+    /// sending a held Maxwell row (after a transactional commit this returns
+    /// at once: the commit flushed everything).
+    pub async fn settle(&mut self, timeout: Duration) -> Result<Option<Position>, SinkError> {
+        self.check()?;
+        match tokio::time::timeout(timeout, self.tracker.wait_all()).await {
+            Ok(Ok(())) => Ok(self.acked_position()),
+            Ok(Err(reason)) => Err(self.stop(reason)),
+            Err(_) => Err(SinkError::FlushTimeout(timeout, self.tracker.in_flight())),
+        }
+    }
+
     fn check(&mut self) -> Result<(), SinkError> {
         if let Some(reason) = &self.stopped {
             return Err(SinkError::Stopped(reason.clone()));
@@ -420,6 +455,8 @@ impl KafkaSink {
                         let bytes = key.map_or(0, <[u8]>::len) + value.len();
                         (t, bytes, Instant::now(), m.latency.clone())
                     });
+                    self.sent_messages += 1;
+                    self.sent_bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
                     self.tracker.push_message(Delivery {
                         inner,
                         topic: topic.clone(),

@@ -43,9 +43,12 @@
 mod acks;
 pub mod format;
 mod kafka;
+pub mod probe;
 pub mod producer;
 pub mod reconcile;
 pub mod routing;
+pub mod txn;
+pub mod txn_kafka;
 
 pub use kafka::KafkaSink;
 pub use routing::TableFilter;

@@ -12,18 +12,25 @@ pub struct PrivateBroker {
     dir: tempfile::TempDir,
     child: ChildGuard,
     auth: bool,
+    bin: PathBuf,
 }
 
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
+        Self::start_bin(tansu_bin())
+    }
+
+    /// The same with another binary of the same command line (nisshi 0.7.0).
+    pub fn start_bin(bin: PathBuf) -> PrivateBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = spawn(&dir.path().to_path_buf(), port, false);
+        let child = spawn(&bin, &dir.path().to_path_buf(), port, false);
         PrivateBroker {
             port,
             dir,
             child,
             auth: false,
+            bin,
         }
     }
 
@@ -67,14 +74,19 @@ impl PrivateBroker {
     /// Start it again on the same port and data.
     pub fn restart(&mut self) {
         self.child.kill();
-        self.child = spawn(&self.dir.path().to_path_buf(), self.port, self.auth);
+        self.child = spawn(
+            &self.bin,
+            &self.dir.path().to_path_buf(),
+            self.port,
+            self.auth,
+        );
     }
 }
 
-fn spawn(dir: &PathBuf, port: u16, auth: bool) -> ChildGuard {
+fn spawn(bin: &PathBuf, dir: &PathBuf, port: u16, auth: bool) -> ChildGuard {
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
-    let child = Command::new(tansu_bin())
+    let child = Command::new(bin)
         .current_dir(dir)
         .args([
             "broker",
@@ -92,7 +104,7 @@ fn spawn(dir: &PathBuf, port: u16, auth: bool) -> ChildGuard {
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()
-        .expect("spawn tansu");
+        .unwrap_or_else(|e| panic!("spawn broker {}: {e}", bin.display()));
     wait_port(port, Duration::from_secs(20));
     ChildGuard(Some(child))
 }

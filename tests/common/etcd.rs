@@ -15,7 +15,14 @@ use std::time::{Duration, Instant};
 use etcd_client::Client;
 
 /// The shared dev-env cluster (scripts/dev-env.sh up).
-pub const SHARED: [&str; 3] = ["127.0.0.1:2379", "127.0.0.1:3379", "127.0.0.1:4379"];
+/// The dev env's etcd endpoints (`BB_ETCD_ENDPOINTS`, default 2379/3379/4379).
+pub fn shared() -> Vec<String> {
+    std::env::var("BB_ETCD_ENDPOINTS")
+        .unwrap_or_else(|_| "127.0.0.1:2379,127.0.0.1:3379,127.0.0.1:4379".into())
+        .split(',')
+        .map(str::to_string)
+        .collect()
+}
 
 pub struct EtcdCluster {
     /// Client ports then peer ports, three each.
@@ -220,7 +227,7 @@ impl Drop for EtcdCluster {
 /// A client for the shared dev-env cluster; panics (fails the test) if it is
 /// not reachable: these tests need a real etcd.
 pub async fn shared_client() -> Client {
-    let mut c = tokio::time::timeout(Duration::from_secs(5), Client::connect(SHARED, None))
+    let mut c = tokio::time::timeout(Duration::from_secs(5), Client::connect(shared(), None))
         .await
         .expect("etcd connect timed out: start it with scripts/dev-env.sh up")
         .expect("etcd unreachable: start it with scripts/dev-env.sh up");

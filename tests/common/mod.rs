@@ -13,6 +13,7 @@ pub mod etcd;
 pub mod ops;
 pub mod source;
 pub mod tls;
+pub mod txn;
 
 #[allow(unused_imports)]
 pub use source::*;

@@ -13,8 +13,15 @@ use binlog_bridge::event::{ChangeEvent, EventKind, Position};
 use binlog_bridge::source::{BinlogSource, SourceOptions, StartFrom};
 use mysql_async::prelude::Queryable;
 
-pub const ROOT_URL: &str = "mysql://root@127.0.0.1:3306";
-pub const BRIDGE_URL: &str = "mysql://bridge:bridge@127.0.0.1:3306";
+/// The dev env's MariaDB as root (`BB_MYSQL_ADMIN_URL`, default port 3306).
+pub fn root_url() -> String {
+    std::env::var("BB_MYSQL_ADMIN_URL").unwrap_or_else(|_| "mysql://root@127.0.0.1:3306".into())
+}
+
+/// The dev env's MariaDB as the bridge user (`BB_MYSQL_URL`, default port 3306).
+pub fn bridge_url() -> String {
+    std::env::var("BB_MYSQL_URL").unwrap_or_else(|_| "mysql://bridge:bridge@127.0.0.1:3306".into())
+}
 
 pub async fn root(url: &str) -> mysql_async::Conn {
     mysql_async::Conn::from_url(url).await.unwrap_or_else(|e| {
