@@ -126,6 +126,12 @@ async fn mariadb_rows_reach_kafka_complete_partitioned_and_in_order() {
             .await
             .unwrap_or_else(|_| panic!("source stalled after {rows} rows"))
             .unwrap();
+        // DDL is not filtered by `include`: other tests' schema changes on
+        // the shared server come through too, and must not reach this test's
+        // schema topic.
+        if matches!(&ev.kind, EventKind::Schema(s) if !s.statement.contains(DB)) {
+            continue;
+        }
         match &ev.kind {
             EventKind::Row(_) => rows += 1,
             EventKind::Schema(s) => ddl_seen |= s.statement.contains("ADD COLUMN z"),
