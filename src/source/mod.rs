@@ -163,7 +163,7 @@ impl Drop for BinlogSource {
     }
 }
 
-fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
+pub(crate) fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
     let opts = mysql_async::Opts::from_url(&config.url).map_err(|e| {
         SourceError::Config(format!(
             "mysql.url {:?}: {e}",
