@@ -402,7 +402,7 @@ pub enum SnapshotMode {
 }
 
 fn default_chunk_rows() -> u32 {
-    4096
+    1024
 }
 
 impl Default for SnapshotConfig {
@@ -498,7 +498,7 @@ impl Config {
         validate_kafka(&self.kafka, &mut errs);
         if !(1..=1_000_000).contains(&self.snapshot.chunk_rows) {
             errs.push(format!(
-                "snapshot.chunk_rows = {} is out of range; use 1..=1000000 (default 4096)",
+                "snapshot.chunk_rows = {} is out of range; use 1..=1000000 (default 1024)",
                 self.snapshot.chunk_rows
             ));
         }

@@ -254,6 +254,18 @@ impl KafkaSink {
         Ok(Some((topic, partition)))
     }
 
+    /// Wait until at most `n` messages are unacknowledged (a producer that
+    /// must deliver within the lease-bounded timeout cannot take a whole
+    /// table at once). A delivery error stops the sink and is returned.
+    pub async fn wait_in_flight(&mut self, n: usize) -> Result<(), SinkError> {
+        while self.tracker.in_flight() > n {
+            if let Err(reason) = self.tracker.wait_one().await {
+                return Err(self.stop(reason));
+            }
+        }
+        Ok(())
+    }
+
     /// Forget acknowledged resume positions once nothing is in flight (the
     /// snapshot's row counters must not be compared with binlog positions).
     pub fn reset_acks(&mut self) -> Result<(), SinkError> {

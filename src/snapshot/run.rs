@@ -207,6 +207,10 @@ pub async fn run(
                 after: after.clone(),
                 rows: rows_total,
             });
+            // At most one chunk unacknowledged: the producer must deliver
+            // within its lease-bounded timeout (half the TTL), so a burst
+            // must stay well within what the broker takes in that time.
+            sink.wait_in_flight(0).await.map_err(failed)?;
             advance(ctx, sink, &mut state, &mut pending).await?;
             ops.metrics
                 .snapshot_rows
