@@ -539,3 +539,77 @@ async fn snapshot_with_concurrent_writes_equals_the_tables() {
 async fn kill9_of_the_leader_mid_snapshot_resumes_without_duplicates() {
     scenario("snap_kill", true).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_names_the_tables_the_snapshot_cannot_read() {
+    let env = common::dev_env();
+    let db = common::unique("snap_check");
+    let mut admin = mysql_async::Conn::from_url(env.mysql_admin_url.clone())
+        .await
+        .expect("MariaDB admin connection: start the dev env");
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE {db};
+             CREATE TABLE {db}.ok (id INT PRIMARY KEY, d DATE);
+             CREATE TABLE {db}.nokey (v INT);
+             CREATE TABLE {db}.textkey (k VARCHAR(10) PRIMARY KEY);"
+        ))
+        .await
+        .expect("create tables");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bb.toml");
+    let write = |include: &str| {
+        std::fs::write(
+            &cfg,
+            format!(
+                "[mysql]\nurl = {:?}\nserver_id = 5190\ninclude = [\"{db}.{include}\"]\n\
+                 [etcd]\nendpoints = {:?}\n[kafka]\nbrokers = {:?}\n[snapshot]\nmode = \"initial\"\n",
+                env.mysql_url, env.etcd_endpoints, env.kafka_brokers
+            ),
+        )
+        .expect("write config");
+    };
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+            .arg("--config")
+            .arg(&cfg)
+            .arg("check")
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run check");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    write("*");
+    let text = check();
+    let line = text
+        .lines()
+        .find(|l| l.contains("initial snapshot"))
+        .unwrap_or_else(|| panic!("no snapshot line in:\n{text}"));
+    assert!(line.starts_with("FAIL"), "{line}");
+    assert!(
+        line.contains(&format!("`{db}.nokey` has no primary key")),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "`{db}.textkey`: primary-key column `k` is varchar(10)"
+        )),
+        "{line}"
+    );
+    assert!(!line.contains(&format!("{db}.ok")), "{line}");
+    write("ok");
+    let text = check();
+    let line = text
+        .lines()
+        .find(|l| l.contains("initial snapshot"))
+        .unwrap_or_else(|| panic!("no snapshot line in:\n{text}"));
+    assert!(line.starts_with("pass"), "{line}");
+    assert!(
+        line.contains("without a lock; 1 table(s) to read"),
+        "{line}"
+    );
+    admin
+        .query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .expect("drop database");
+}
