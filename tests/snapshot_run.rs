@@ -362,7 +362,16 @@ fn leader_index(run: &Run) -> Option<usize> {
         .find(|&i| run.procs[i].0.is_some() && run.log(i).contains("snapshot: starting"))
 }
 
-async fn scenario(name: &str, kill_mid_snapshot: bool) {
+/// What happens to the leader in the middle of the snapshot.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    Kill9,
+    Term,
+}
+
+async fn scenario(name: &str, fault: Fault) {
+    let kill_mid_snapshot = fault != Fault::None;
     let env = common::dev_env();
     let db = common::unique(name);
     let mut admin = mysql_async::Conn::from_url(env.mysql_admin_url.clone())
@@ -405,7 +414,11 @@ async fn scenario(name: &str, kill_mid_snapshot: bool) {
         )
         .await;
         let i = leader_index(&run).expect("a leader started the snapshot");
-        run.procs[i].kill();
+        if fault == Fault::Term {
+            run.procs[i].terminate(Duration::from_secs(10));
+        } else {
+            run.procs[i].kill();
+        }
         killed = Some(i);
         println!(
             "killed the leader (bridge {i}) with {} snapshot rows checkpointed, table {}",
@@ -518,6 +531,13 @@ async fn scenario(name: &str, kill_mid_snapshot: bool) {
             .filter(|&i| i != k)
             .any(|i| run.log(i).contains("snapshot: resuming after a failover"));
         assert!(resumed, "a standby resumed the snapshot");
+        if fault == Fault::Term {
+            assert!(
+                run.log(k)
+                    .contains("snapshot: stopped; the next leader resumes here"),
+                "the stopped leader recorded its last chunk"
+            );
+        }
     } else {
         assert_eq!(segments, Some(1), "one consistent read without failover");
     }
@@ -532,12 +552,17 @@ async fn scenario(name: &str, kill_mid_snapshot: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_with_concurrent_writes_equals_the_tables() {
-    scenario("snap_plain", false).await;
+    scenario("snap_plain", Fault::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_mid_snapshot_resumes_without_duplicates() {
-    scenario("snap_kill", true).await;
+    scenario("snap_kill", Fault::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_mid_snapshot_hands_over_at_the_last_chunk() {
+    scenario("snap_term", Fault::Term).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
