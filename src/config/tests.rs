@@ -279,7 +279,7 @@ fn env_typo_is_refused_by_name() {
         .to_string();
     assert_eq!(
         e,
-        "environment variable BINLOG_BRIDGE_KAFAK_TOPIC: unknown section `kafak`; sections are mysql, etcd, kafka, http"
+        "environment variable BINLOG_BRIDGE_KAFAK_TOPIC: unknown section `kafak`; sections are mysql, etcd, kafka, http, snapshot"
     );
 }
 
