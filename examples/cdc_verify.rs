@@ -46,6 +46,10 @@ struct Args {
     /// Header carrying the leader epoch.
     #[arg(long, default_value = "bb.epoch")]
     epoch_header: String,
+    /// The fault injector's rounds, one `ROUND FAULT UNIX_MS` line each (when
+    /// the fault was injected): prints takeover times by fault type.
+    #[arg(long)]
+    rounds: Option<PathBuf>,
 }
 
 /// (op, table, seq): one change, unique across the run.
@@ -125,6 +129,59 @@ fn percentile(sorted: &[i64], p: f64) -> i64 {
     }
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
+}
+
+/// Takeover time of each fault round, from the messages themselves: the first
+/// message of the first leader epoch that began after the fault, minus the
+/// last message of the epoch before it (the old leader's last write). Rounds
+/// whose fault did not change the leader (or changed it only after the next
+/// round began) count as "no change".
+fn print_takeovers(rounds: &str, spans: &[(i64, i64)]) {
+    let mut by_fault: BTreeMap<String, (Vec<i64>, usize)> = BTreeMap::new();
+    let parsed: Vec<(String, i64)> = rounds
+        .lines()
+        .filter_map(|l| {
+            let mut it = l.split_whitespace();
+            let _round = it.next()?;
+            let fault = it.next()?.to_string();
+            let at: i64 = it.next()?.parse().ok()?;
+            Some((fault, at))
+        })
+        .collect();
+    for (i, (fault, at)) in parsed.iter().enumerate() {
+        let next_round = parsed.get(i + 1).map(|r| r.1).unwrap_or(i64::MAX);
+        let entry = by_fault.entry(fault.clone()).or_default();
+        let new = spans
+            .iter()
+            .position(|s| s.0 > *at)
+            .filter(|&j| j > 0 && spans[j].0 < next_round);
+        match new {
+            Some(j) => entry.0.push(spans[j].0 - spans[j - 1].1),
+            None => entry.1 += 1,
+        }
+    }
+    println!();
+    println!("| fault | rounds | leader changed | takeover ms min/median/p99/max (last message of old leader to first of new) |");
+    println!("| --- | --- | --- | --- |");
+    for (fault, (mut t, unchanged)) in by_fault {
+        t.sort_unstable();
+        let stats = if t.is_empty() {
+            "-".to_string()
+        } else {
+            format!(
+                "{}/{}/{}/{}",
+                t[0],
+                percentile(&t, 0.5),
+                percentile(&t, 0.99),
+                t[t.len() - 1]
+            )
+        };
+        println!(
+            "| {fault} | {} | {} | {stats} |",
+            t.len() + unchanged,
+            t.len()
+        );
+    }
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -318,6 +375,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         percentile(&gaps, 0.99),
         gaps.last().copied().unwrap_or(0)
     );
+    if let Some(path) = &a.rounds {
+        print_takeovers(&std::fs::read_to_string(path)?, &spans);
+    }
     for c in lost.iter().take(10) {
         println!("lost: {c:?}");
     }

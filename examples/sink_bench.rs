@@ -153,7 +153,7 @@ async fn run_plain(
         .replace("{table}", "orders");
     let mut admin = Producer::connect(cfg).await?;
     admin.ensure_topic(&topic).await?;
-    let producer: FutureProducer = producer_config(cfg).create()?;
+    let producer: FutureProducer = producer_config(cfg)?.create()?;
     let window = cfg.max_in_flight as usize;
     let mut pending: VecDeque<rdkafka::producer::DeliveryFuture> = VecDeque::with_capacity(window);
     let start = Instant::now();

@@ -58,17 +58,8 @@ async fn plain(url: &str, table: &str) -> Result<(u64, f64), String> {
 }
 
 async fn snapshot(url: &str, table: &str, chunk: u32) -> Result<(u64, f64, u64), String> {
-    let cfg = MysqlConfig {
-        url: url.to_string(),
-        password: None,
-        password_file: None,
-        server_id: 1,
-        start: "latest".into(),
-        heartbeat_secs: 1,
-        read_timeout_secs: 10,
-        include: vec![],
-        exclude: vec![],
-    };
+    let cfg: MysqlConfig =
+        toml::from_str(&format!("url = {url:?}\nserver_id = 1\n")).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut r = SnapshotReader::open(&cfg)
         .await

@@ -35,6 +35,11 @@ async fn main() {
         read_timeout_secs: 10,
         include: vec![],
         exclude: vec![],
+        exclude_columns: vec![],
+        tls: Default::default(),
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
     };
     let t = Instant::now();
     let mut src =

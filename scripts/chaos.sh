@@ -111,6 +111,7 @@ for ((r = 0; r < ROUNDS; r++)); do
   LEADER=$(wait_leader) || { say "round $r: no leader"; FAILED=1; break; }
   n=$(which_bridge "$LEADER")
   t0=$(now)
+  echo "$r $fault $(date +%s%3N)" >>"$DIR/rounds.txt"
   case "$fault" in
     kill9)
       kill -KILL "$LEADER"
@@ -177,7 +178,7 @@ echo
 rc=3
 for attempt in 1 2 3; do
   set +e
-  "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 120
+  "$EX/cdc_verify" --brokers "$BB_KAFKA_BROKERS" --db "$DB" --log "$DIR/writer.log" --timeout 120 --rounds "$DIR/rounds.txt"
   rc=$?
   set -e
   [ "$rc" = 3 ] || break

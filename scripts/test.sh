@@ -8,7 +8,5 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/dev-env.sh up
 eval "$(bash scripts/dev-env.sh env)"
-# Leader-gate tests start the real binlog-bridge binary.
-export BB_COORD_TEST_REAL_BIN=1
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 cargo nextest run --profile ci --no-tests fail "$@"

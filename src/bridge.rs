@@ -184,7 +184,11 @@ impl LeaderWork for Bridge {
         let mut sink = KafkaSink::new(kafka, &self.config.etcd.pipeline, ctx.epoch)
             .await
             .map_err(failed)?
-            .with_filter(TableFilter::new(&mysql.include, &mysql.exclude));
+            .with_filter(TableFilter::new(&mysql.include, &mysql.exclude))
+            .with_metrics(
+                self.ops.metrics.produced.clone(),
+                self.ops.metrics.kafka_delivery_seconds.clone(),
+            );
         // Invariant 2: the sink reads the live lease deadline right before
         // every hand-off to the producer.
         let session = ctx.session();
@@ -239,6 +243,8 @@ impl LeaderWork for Bridge {
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
         // The reader task: binlog -> bounded channel.
+        let outage = source.outage();
+        let mut down = false;
         let (tx, mut rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
         let ops = self.ops.clone();
         let reader = tokio::spawn(async move {
@@ -281,6 +287,7 @@ impl LeaderWork for Bridge {
                 _ = ctx.stop().cancelled() => break Ok(()),
                 _ = tick.tick() => {
                     self.publish(&mut counts, &sink, last.as_ref());
+                    self.follow_outage(&outage, &mut down);
                     let mut topics = sink.topics();
                     topics.sort();
                     if topics != topics_recorded {
@@ -289,7 +296,9 @@ impl LeaderWork for Bridge {
                     }
                     match sink.poll_acks() {
                         Ok(Some(p)) => {
+                            let started = std::time::Instant::now();
                             if ctx.checkpoint.acked(&p).await? {
+                                self.ops.metrics.checkpoint_commit_seconds.observe(started.elapsed());
                                 self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());
                                 self.ops.update(|s| s.checkpoint = Some(p.to_string()));
                             }
@@ -464,6 +473,31 @@ impl Bridge {
         })
     }
 
+    /// Not streaming while the binlog connection is being re-established:
+    /// /readyz says so (and why) until it is back.
+    fn follow_outage(&self, outage: &crate::source::Outage, down: &mut bool) {
+        let now = outage.lock().ok().and_then(|g| g.clone());
+        match (now, *down) {
+            (Some(e), _) => {
+                *down = true;
+                self.ops.update(|s| {
+                    s.streaming = false;
+                    s.reason = Some(format!(
+                        "leader: the binlog connection is down, reconnecting: {e}"
+                    ));
+                });
+            }
+            (None, true) => {
+                *down = false;
+                self.ops.update(|s| {
+                    s.streaming = true;
+                    s.reason = None;
+                });
+            }
+            (None, false) => {}
+        }
+    }
+
     /// A sink error, counted when it is a failed delivery.
     fn sink_failed(&self, e: SinkError) -> WorkError {
         if matches!(e, SinkError::Delivery(_)) {
@@ -526,15 +560,10 @@ pub async fn main(config: Config) -> ExitCode {
         format = ?config.kafka.format,
         "binlog-bridge starting"
     );
+    let mut options = Options::new(config.etcd.clone(), identity);
+    options.keepalive_latency = Some(ops.metrics.etcd_keepalive_seconds.clone());
     let work = Bridge::new(config.clone(), ops);
-    match pipeline::run(
-        Options::new(config.etcd.clone(), identity),
-        work,
-        stop,
-        role_tx,
-    )
-    .await
-    {
+    match pipeline::run(options, work, stop, role_tx).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
@@ -561,7 +590,9 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
             Role::Starting => {
                 s.role = OpsRole::Starting;
                 s.etcd_connected = false;
-                s.reason = Some("connecting to etcd".into());
+                s.streaming = false;
+                s.epoch = None;
+                s.reason = Some("no etcd session: connecting to etcd".into());
             }
             Role::Standby => {
                 s.role = OpsRole::Standby;
@@ -574,6 +605,20 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
                 s.role = OpsRole::Leader;
                 s.etcd_connected = true;
                 s.epoch = Some(epoch);
+            }
+            Role::Backoff {
+                ref error,
+                retry_in_ms,
+            } => {
+                // Not in the election and not streaming: not ready, and why.
+                s.role = OpsRole::Standby;
+                s.etcd_connected = false;
+                s.streaming = false;
+                s.epoch = None;
+                s.reason = Some(format!(
+                    "stepped down after an error, retrying in {:.1} s: {error}",
+                    retry_in_ms as f64 / 1000.0
+                ));
             }
             Role::Stopped => {
                 s.role = OpsRole::Starting;

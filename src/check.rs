@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
 
-use crate::config::{redact_url, resolve_secret, Config};
+use crate::config::{redact_url, Config};
 
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,45 +68,18 @@ pub fn print_and_exit(results: Vec<CheckResult>) -> ExitCode {
     }
 }
 
-/// Connection options for the configured MySQL server.
-pub fn mysql_opts(config: &Config) -> Result<mysql_async::Opts, String> {
-    let url = &config.mysql.url;
-    let opts = mysql_async::Opts::from_url(url)
-        .map_err(|e| format!("mysql.url {:?}: {e}", redact_url(url)))?;
-    let password = resolve_secret(
-        "mysql.password",
-        &config.mysql.password,
-        &config.mysql.password_file,
-    )?;
-    let mut b = mysql_async::OptsBuilder::from_opts(opts);
-    if let Some(p) = password {
-        b = b.pass(Some(p.expose().to_string()));
-    }
-    Ok(b.into())
-}
-
 async fn check_mysql(config: &Config) -> Vec<CheckResult> {
     let name = "mysql connection";
     let target = redact_url(&config.mysql.url);
-    let opts = match mysql_opts(config) {
-        Ok(o) => o,
-        Err(e) => return vec![CheckResult::fail(name, e)],
-    };
-    let conn = tokio::time::timeout(TIMEOUT, mysql_async::Conn::new(opts)).await;
-    let mut conn = match conn {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => {
+    let mut conn = match crate::source::connect(&config.mysql, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) if e.is_transient() => {
             return vec![CheckResult::fail(
                 name,
-                format!("{target}: {e}; check mysql.url, the password and that the server is up"),
+                format!("{target}: {e}; check host, port, firewall and that the server is up"),
             )]
         }
-        Err(_) => {
-            return vec![CheckResult::fail(
-                name,
-                format!("{target}: no answer within {TIMEOUT:?}; check host, port and firewall"),
-            )]
-        }
+        Err(e) => return vec![CheckResult::fail(name, format!("{target}: {e}"))],
     };
     let mut out = Vec::new();
     let version: Option<String> = conn.query_first("SELECT VERSION()").await.ok().flatten();
@@ -160,11 +133,21 @@ async fn check_etcd(config: &Config) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for ep in &config.etcd.endpoints {
         let name = format!("etcd {ep}");
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(TIMEOUT)
-            .with_timeout(TIMEOUT);
+        // The same TLS and credentials as `run` (etcd.ca_file, username, ...).
+        let mut one = config.etcd.clone();
+        one.endpoints = vec![ep.clone()];
+        let (urls, opts) = match (
+            crate::coord::endpoint_urls(&one),
+            crate::coord::connect_options(&one),
+        ) {
+            (Ok(u), Ok(o)) => (u, o.with_connect_timeout(TIMEOUT).with_timeout(TIMEOUT)),
+            (Err(e), _) | (_, Err(e)) => {
+                out.push(CheckResult::fail(&name, e.to_string()));
+                continue;
+            }
+        };
         let r = async {
-            let mut c = etcd_client::Client::connect([ep.as_str()], Some(opts)).await?;
+            let mut c = etcd_client::Client::connect(urls, Some(opts)).await?;
             c.status().await
         };
         match tokio::time::timeout(TIMEOUT * 2, r).await {
@@ -174,7 +157,7 @@ async fn check_etcd(config: &Config) -> Vec<CheckResult> {
             )),
             Ok(Err(e)) => out.push(CheckResult::fail(
                 &name,
-                format!("{e}; check etcd.endpoints and that the member is up"),
+                format!("{e}; check etcd.endpoints, that the member is up, and etcd.username / password / ca_file / cert_file"),
             )),
             Err(_) => out.push(CheckResult::fail(
                 &name,
@@ -190,15 +173,30 @@ async fn check_kafka(config: &Config) -> CheckResult {
     let name = "kafka";
     let mut cc = rdkafka::ClientConfig::new();
     cc.set("bootstrap.servers", &config.kafka.brokers);
-    for (k, v) in &config.kafka.properties {
-        cc.set(k, v);
+    match config.kafka.client_properties() {
+        Ok(props) => {
+            for (k, v) in &props {
+                cc.set(k, v);
+            }
+        }
+        Err(e) => return CheckResult::fail(name, e),
     }
     let brokers = config.kafka.brokers.clone();
+    let secured = config.kafka.security_protocol != crate::config::SecurityProtocol::Plaintext;
     let r = tokio::task::spawn_blocking(move || {
-        let consumer: BaseConsumer = cc.create().map_err(|e| e.to_string())?;
-        let md = consumer
-            .fetch_metadata(None, TIMEOUT)
+        let consumer: BaseConsumer<LastError> = cc
+            .create_with_context(LastError::default())
             .map_err(|e| e.to_string())?;
+        let md = consumer.fetch_metadata(None, TIMEOUT).map_err(|e| {
+            // librdkafka's own reason (e.g. "SASL authentication error") is
+            // clearer than the metadata call's "transport failure"; polling
+            // serves the error events queued meanwhile.
+            let _ = consumer.poll(Duration::from_millis(100));
+            match consumer.context().get() {
+                Some(reason) => format!("{e} ({reason})"),
+                None => e.to_string(),
+            }
+        })?;
         Ok::<_, String>((md.brokers().len(), md.topics().len()))
     })
     .await;
@@ -206,6 +204,10 @@ async fn check_kafka(config: &Config) -> CheckResult {
         Ok(Ok((b, t))) => {
             CheckResult::pass(name, format!("{brokers}: {b} broker(s), {t} topic(s)"))
         }
+        Ok(Err(e)) if secured => CheckResult::fail(
+            name,
+            format!("{brokers}: {e}; check kafka.brokers, kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username, the SASL password (kafka.sasl_password_file) and kafka.ssl_ca_file"),
+        ),
         Ok(Err(e)) => CheckResult::fail(
             name,
             format!("{brokers}: {e}; check kafka.brokers and that the broker is up"),
@@ -213,3 +215,28 @@ async fn check_kafka(config: &Config) -> CheckResult {
         Err(e) => CheckResult::fail(name, format!("metadata task failed: {e}")),
     }
 }
+
+/// Keeps the last error librdkafka reported (its reason text names SASL and
+/// TLS failures; it never contains the password).
+#[derive(Default)]
+struct LastError(std::sync::Mutex<Option<String>>);
+
+impl LastError {
+    fn get(&self) -> Option<String> {
+        self.0.lock().ok().and_then(|g| g.clone())
+    }
+}
+
+impl rdkafka::ClientContext for LastError {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = Some(if reason.is_empty() {
+                error.to_string()
+            } else {
+                reason.to_string()
+            });
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for LastError {}

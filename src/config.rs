@@ -17,6 +17,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+mod security;
+pub use security::{MysqlTls, SaslMechanism, SecurityProtocol};
+
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "BINLOG_BRIDGE_";
 
@@ -38,9 +41,50 @@ pub enum ConfigError {
 }
 
 /// A string that never prints.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Secret(String);
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        // A mistyped secret (a bare number, a table) is refused without
+        // echoing the value, as serde's own type errors would.
+        fn refuse<E: serde::de::Error>() -> E {
+            E::custom("a secret must be a quoted string (the value is not shown)")
+        }
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = Secret;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a quoted string")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Secret, E> {
+                Ok(Secret(v.to_string()))
+            }
+            fn visit_string<E: serde::de::Error>(self, v: String) -> Result<Secret, E> {
+                Ok(Secret(v))
+            }
+            fn visit_i64<E: serde::de::Error>(self, _: i64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_u64<E: serde::de::Error>(self, _: u64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_f64<E: serde::de::Error>(self, _: f64) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_bool<E: serde::de::Error>(self, _: bool) -> Result<Secret, E> {
+                Err(refuse())
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, _: A) -> Result<Secret, A::Error> {
+                Err(refuse())
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
@@ -111,6 +155,23 @@ pub struct MysqlConfig {
     /// Tables never streamed, `db.table` names or `*` patterns.
     #[serde(default)]
     pub exclude: Vec<String>,
+    /// Columns left out of every message, `db.table.column` (`*` patterns
+    /// allowed in each part, as in `include`). Key columns cannot be excluded.
+    #[serde(default)]
+    pub exclude_columns: Vec<String>,
+    /// Encryption of every MySQL connection (MySQL's `--ssl-mode`):
+    /// `disabled` (default), `preferred`, `required`, `verify-ca`, `verify-identity`.
+    #[serde(default)]
+    pub tls: MysqlTls,
+    /// CA certificate (PEM) that signed the server's certificate; only this CA
+    /// is trusted. For `verify-ca` and `verify-identity`.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM), for servers that require one (`REQUIRE X509`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_start() -> String {
@@ -279,6 +340,28 @@ pub struct KafkaConfig {
     /// (Flink `'debezium-json.schema-include' = 'true'`).
     #[serde(default)]
     pub debezium_schema: bool,
+    /// `plaintext` (default), `ssl`, `sasl_plaintext` or `sasl_ssl`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512` (with a `sasl_*` protocol).
+    #[serde(default)]
+    pub sasl_mechanism: Option<SaslMechanism>,
+    #[serde(default)]
+    pub sasl_username: Option<String>,
+    /// SASL password; prefer `sasl_password_file` or `BINLOG_BRIDGE_KAFKA_SASL_PASSWORD`.
+    #[serde(default)]
+    pub sasl_password: Option<Secret>,
+    /// File whose first line is the SASL password.
+    #[serde(default)]
+    pub sasl_password_file: Option<PathBuf>,
+    /// CA certificate (PEM) of the brokers, with `ssl` / `sasl_ssl`.
+    #[serde(default)]
+    pub ssl_ca_file: Option<PathBuf>,
+    /// Client certificate and key (PEM) for brokers that require one.
+    #[serde(default)]
+    pub ssl_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ssl_key_file: Option<PathBuf>,
 }
 
 /// Compression codec of produced batches.
@@ -373,6 +456,14 @@ impl Default for KafkaConfig {
             keyless: Keyless::default(),
             create_topics: default_create_topics(),
             debezium_schema: false,
+            security_protocol: SecurityProtocol::default(),
+            sasl_mechanism: None,
+            sasl_username: None,
+            sasl_password: None,
+            sasl_password_file: None,
+            ssl_ca_file: None,
+            ssl_cert_file: None,
+            ssl_key_file: None,
         }
     }
 }
@@ -462,7 +553,7 @@ impl Config {
             text.parse()
                 .map_err(|e: toml::de::Error| ConfigError::Parse {
                     path: path.to_path_buf(),
-                    message: e.to_string().trim_end().to_string(),
+                    message: hide_secret_lines(e.to_string().trim_end()),
                 })?;
         let mut vars: Vec<(String, String)> = env
             .into_iter()
@@ -502,6 +593,19 @@ impl Config {
                 self.snapshot.chunk_rows
             ));
         }
+        let columns = crate::source::ColumnFilter::new(&self.mysql.exclude_columns);
+        for (table, cols) in &self.kafka.key_columns {
+            let Some((db, t)) = table.split_once('.') else {
+                continue;
+            };
+            for c in cols {
+                if let Some(p) = columns.excludes(db, t, c) {
+                    errs.push(format!(
+                        "mysql.exclude_columns entry {p:?} excludes `{c}`, a kafka.key_columns column of {table}; the message key needs it: narrow the entry or change the key"
+                    ));
+                }
+            }
+        }
         if self.http.listen.parse::<SocketAddr>().is_err() {
             errs.push(format!(
                 "http.listen = {:?} is not an address; use IP:PORT, e.g. \"127.0.0.1:9187\"",
@@ -514,6 +618,31 @@ impl Config {
             Err(ConfigError::Invalid(errs))
         }
     }
+}
+
+/// A TOML parse error quotes the offending line: if it is a password line,
+/// show the key only.
+fn hide_secret_lines(message: &str) -> String {
+    message
+        .lines()
+        .map(|l| {
+            let quoted = l.split_once(" | ").is_some_and(|(n, _)| {
+                n.trim().chars().all(|c| c.is_ascii_digit()) && !n.trim().is_empty()
+            });
+            if quoted && l.to_ascii_lowercase().contains("password") {
+                match l.split_once('=') {
+                    Some((k, _)) => format!("{k}= *** (hidden)"),
+                    None => format!(
+                        "{} | *** (hidden)",
+                        l.split_once(" | ").map(|p| p.0).unwrap_or("")
+                    ),
+                }
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Lay one `BINLOG_BRIDGE_<SECTION>_<KEY>` variable over the table.
@@ -562,7 +691,15 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             m.insert(entry, toml::Value::String(value.to_string()));
         }
         None => {
-            sect.insert(key.to_ascii_lowercase(), parsed);
+            let key = key.to_ascii_lowercase();
+            // A secret is always a string: a password like `12345` must
+            // neither become a number nor be echoed by a type error.
+            let value = if key.ends_with("password") {
+                toml::Value::String(value.to_string())
+            } else {
+                parsed
+            };
+            sect.insert(key, value);
         }
     }
     Ok(())
@@ -632,6 +769,15 @@ fn validate_mysql(m: &MysqlConfig, errs: &mut Vec<String>) {
             }
         }
     }
+    for p in &m.exclude_columns {
+        let parts: Vec<&str> = p.split('.').collect();
+        if parts.len() != 3 || parts.iter().any(|s| s.is_empty()) {
+            errs.push(format!(
+                "mysql.exclude_columns entry {p:?} is not DB.TABLE.COLUMN; use e.g. \"shop.customers.ssn\" or \"shop.*.password_hash\""
+            ));
+        }
+    }
+    security::validate_mysql_tls(m, errs);
 }
 
 fn validate_etcd(e: &EtcdConfig, errs: &mut Vec<String>) {
@@ -786,6 +932,7 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
             k.max_in_flight
         ));
     }
+    security::validate_kafka_security(k, errs);
     if k.debezium_schema && k.format != Format::Debezium {
         errs.push(format!(
             "kafka.debezium_schema = true only applies to format = \"debezium\", not {:?}; remove it",

@@ -126,6 +126,8 @@ pub struct Options {
     pub identity: Identity,
     /// How long one etcd operation may be retried before the loop starts over.
     pub op_timeout: Duration,
+    /// Where the round trip of every answered lease keep-alive is recorded.
+    pub keepalive_latency: Option<std::sync::Arc<crate::ops::metrics::Histogram>>,
 }
 
 impl Options {
@@ -135,6 +137,7 @@ impl Options {
             etcd,
             identity,
             op_timeout: ttl.max(Duration::from_secs(1)),
+            keepalive_latency: None,
         }
     }
 }
@@ -144,7 +147,15 @@ impl Options {
 pub enum Role {
     Starting,
     Standby,
-    Leader { epoch: i64 },
+    Leader {
+        epoch: i64,
+    },
+    /// The leader work failed (e.g. MySQL or Kafka unreachable, a wrong
+    /// password): stepped down, out of the election until the pause ends.
+    Backoff {
+        error: String,
+        retry_in_ms: u64,
+    },
     Stopped,
 }
 
@@ -160,6 +171,7 @@ pub async fn run<W: LeaderWork>(
     let root = CancellationToken::new();
     let _root_guard = root.clone().drop_guard();
     let keys = Keys::from_config(&opts.etcd);
+    let mut attempts: u32 = 0;
     let client = loop {
         match connect(&opts.etcd, opts.op_timeout).await {
             Ok(c) => break c,
@@ -169,8 +181,10 @@ pub async fn run<W: LeaderWork>(
                 | CoordError::ReadFile { .. }),
             ) => return Err(e.into()),
             Err(e) => {
-                tracing::warn!(error = %e, "cannot connect to etcd yet; retrying");
-                if sleep_or_stop(&stop, Duration::from_millis(500)).await {
+                attempts = attempts.saturating_add(1);
+                let pause = etcd_pause(attempts);
+                tracing::warn!(error = %e, attempts, retry_in_ms = pause.as_millis() as u64, "cannot connect to etcd yet; retrying");
+                if sleep_or_stop(&stop, pause).await {
                     return Ok(());
                 }
             }
@@ -179,11 +193,14 @@ pub async fn run<W: LeaderWork>(
     let election = Election::new(client.clone(), keys.clone());
     let store = CheckpointStore::new(client.clone(), keys.clone());
     let interval = Duration::from_millis(opts.etcd.checkpoint_interval_ms);
-    let _ = role.send(Role::Standby);
+    // Standby is announced once a session exists (below), not before.
+    let mut session_failures: u32 = 0;
 
     // A lease whose session ended only because its local deadline passed:
     // it may have survived in etcd (see Session::reattach).
     let mut carried: Option<(i64, Duration)> = None;
+    // Leaderships in a row that ended in a work failure (see `failure_pause`).
+    let mut failures: u32 = 0;
     while !stop.is_cancelled() {
         // --- session: the surviving lease, or a new one -------------------
         let reattached = match carried.take() {
@@ -214,17 +231,37 @@ pub async fn run<W: LeaderWork>(
             None => match Session::start(&client, opts.etcd.lease_ttl_secs, &root, opts.op_timeout)
                 .await
             {
-                Ok(s) => s,
+                Ok(s) => {
+                    session_failures = 0;
+                    s
+                }
                 Err(e @ CoordError::Refused { .. }) => return Err(e.into()),
                 Err(e) => {
-                    tracing::warn!(error = %e, "cannot start an etcd session; retrying");
-                    if sleep_or_stop(&stop, Duration::from_millis(200)).await {
+                    // No session: not ready (etcd down or without quorum).
+                    let _ = role.send(Role::Starting);
+                    session_failures = session_failures.saturating_add(1);
+                    let pause = etcd_pause(session_failures);
+                    tracing::warn!(error = %e, attempts = session_failures, retry_in_ms = pause.as_millis() as u64, "cannot start an etcd session; retrying");
+                    if sleep_or_stop(&stop, pause).await {
                         break;
                     }
                     continue;
                 }
             },
         };
+        if let Some(hist) = &opts.keepalive_latency {
+            // Ends when the session's keep-alive task does (the sender drops).
+            let mut rtt = session.keepalive_rtt();
+            let hist = hist.clone();
+            tokio::spawn(async move {
+                while rtt.changed().await.is_ok() {
+                    let d = *rtt.borrow_and_update();
+                    if let Some(d) = d {
+                        hist.observe(d);
+                    }
+                }
+            });
+        }
         register_member(&client, &keys, &session, &opts).await;
 
         // --- standby: campaign, log who leads -----------------------------
@@ -265,6 +302,7 @@ pub async fn run<W: LeaderWork>(
         };
 
         // --- leader ---------------------------------------------------------
+        let led_at = Instant::now();
         let outcome = lead(
             &opts,
             &work,
@@ -276,9 +314,9 @@ pub async fn run<W: LeaderWork>(
             &role,
         )
         .await;
-        let _ = role.send(Role::Standby);
         match outcome {
             Ok(()) => {
+                let _ = role.send(Role::Standby);
                 // Graceful: final checkpoint already written in `lead`.
                 resign_quietly(&election, &leadership).await;
                 session.close(opts.op_timeout).await;
@@ -291,18 +329,38 @@ pub async fn run<W: LeaderWork>(
                 // Output has stopped. If the lease survived the stall, the
                 // campaign on it returns at once with the same epoch and we
                 // lead on; if not, a standby has (or will have) taken over.
+                // Until a session is back: not ready.
+                let _ = role.send(Role::Starting);
                 tracing::warn!(epoch = leadership.epoch, error = %e, "lease deadline passed: output stopped; trying to keep the lease");
                 carried = Some(session.abandon());
             }
             Err(e) => {
-                tracing::warn!(epoch = leadership.epoch, error = %e, "stepping down");
+                // A failure after a long healthy leadership starts the
+                // backoff over; failures in a row double the pause.
+                if led_at.elapsed() >= HEALTHY_LEADERSHIP {
+                    failures = 0;
+                }
+                failures = failures.saturating_add(1);
+                let pause = failure_pause(failures);
+                tracing::warn!(
+                    epoch = leadership.epoch,
+                    error = %e,
+                    failures,
+                    retry_in_ms = pause.as_millis() as u64,
+                    "stepping down"
+                );
                 if !session.lost().is_cancelled() {
                     resign_quietly(&election, &leadership).await;
                 }
                 session.close(Duration::from_millis(500)).await;
-                // A short pause so a failing work (e.g. MySQL down) lets a
-                // standby try instead of winning again at once.
-                if sleep_or_stop(&stop, Duration::from_millis(100)).await {
+                // Out of the election for the pause: a standby can try, and
+                // a lasting fault (MySQL down, wrong password) is retried
+                // with backoff and one log line per attempt, not a hot loop.
+                let _ = role.send(Role::Backoff {
+                    error: e.to_string(),
+                    retry_in_ms: pause.as_millis() as u64,
+                });
+                if sleep_or_stop(&stop, pause).await {
                     break;
                 }
             }
@@ -313,6 +371,21 @@ pub async fn run<W: LeaderWork>(
     }
     let _ = role.send(Role::Stopped);
     Ok(())
+}
+
+/// Pause before the `n`th retry to reach etcd: 200 ms doubling, at most 5 s.
+fn etcd_pause(n: u32) -> Duration {
+    Duration::from_millis(200u64.saturating_mul(1 << n.saturating_sub(1).min(5)))
+        .min(Duration::from_secs(5))
+}
+
+/// A leadership that lasted this long before failing resets the backoff.
+const HEALTHY_LEADERSHIP: Duration = Duration::from_secs(60);
+
+/// Pause after the `n`th work failure in a row: 100 ms doubling, at most 30 s.
+pub fn failure_pause(n: u32) -> Duration {
+    Duration::from_millis(100u64.saturating_mul(1 << n.saturating_sub(1).min(9)))
+        .min(Duration::from_secs(30))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -440,4 +513,22 @@ pub fn stop_on_signals(stop: CancellationToken) -> std::io::Result<()> {
         std::process::exit(130);
     });
     Ok(())
+}
+
+#[cfg(test)]
+mod backoff_tests {
+    use super::*;
+
+    #[test]
+    fn failures_in_a_row_double_the_pause_up_to_a_cap() {
+        let ms: Vec<u64> = (1..=11)
+            .map(|n| failure_pause(n).as_millis() as u64)
+            .collect();
+        assert_eq!(
+            ms,
+            [100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600, 30000, 30000]
+        );
+        let ms: Vec<u64> = (1..=8).map(|n| etcd_pause(n).as_millis() as u64).collect();
+        assert_eq!(ms, [200, 400, 800, 1600, 3200, 5000, 5000, 5000]);
+    }
 }

@@ -11,13 +11,6 @@ use std::time::Duration;
 use common::bridge::{wait_for, Bridges};
 use common::etcd::{unique_prefix, EtcdCluster};
 
-/// Not a test: the entry point of child processes (see tests/common/bridge.rs).
-#[test]
-#[ignore = "child-process entry point, started by the tests themselves"]
-fn bridge_child_process() {
-    common::bridge::child_main();
-}
-
 fn etcdctl(endpoint: &str, args: &[&str]) {
     let out = Command::new("etcdctl")
         .env("ETCDCTL_API", "3")

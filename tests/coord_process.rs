@@ -7,14 +7,6 @@
 
 mod common;
 
-/// Not a test: the entry point of child processes when the shared target
-/// dir holds another worktree's binary (see tests/common/bridge.rs).
-#[test]
-#[ignore = "child-process entry point, started by the tests themselves"]
-fn bridge_child_process() {
-    common::bridge::child_main();
-}
-
 use std::collections::BTreeSet;
 use std::time::Duration;
 

@@ -12,13 +12,6 @@ use std::time::Duration;
 use common::bridge::{wait_for, Bridges};
 use common::etcd::{unique_prefix, EtcdCluster};
 
-/// Not a test: the entry point of child processes (see tests/common/bridge.rs).
-#[test]
-#[ignore = "child-process entry point, started by the tests themselves"]
-fn bridge_child_process() {
-    common::bridge::child_main();
-}
-
 fn openssl(dir: &Path, args: &[&str]) {
     let out = Command::new("openssl")
         .current_dir(dir)
@@ -97,6 +90,29 @@ fn make_certs(dir: &Path) {
     }
 }
 
+/// `binlog-bridge check` output with `etcd_lines` in `[etcd]`; MySQL and
+/// Kafka are the dev env's.
+fn check(endpoints: &[String], etcd_lines: &str) -> String {
+    let env = common::dev_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("check.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[mysql]\nurl = \"{}\"\nserver_id = 1001\n[etcd]\nendpoints = {endpoints:?}\n{etcd_lines}\n[kafka]\nbrokers = \"{}\"\n",
+            env.mysql_url, env.kafka_brokers
+        ),
+    )
+    .expect("config");
+    let out = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check")
+        .output()
+        .expect("run check");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bridge_with_a_client_certificate_leads_over_tls_and_one_without_is_refused() {
     let certs = tempfile::tempdir().expect("tempdir");
@@ -121,6 +137,11 @@ async fn a_bridge_with_a_client_certificate_leads_over_tls_and_one_without_is_re
         },
     )
     .await;
+    // `check` reaches every member with the same TLS settings as `run`.
+    let text = check(&etcd.endpoints(), &tls);
+    for ep in etcd.endpoints() {
+        assert!(text.contains(&format!("pass  etcd {ep}:")), "{text}");
+    }
 
     // Same CA, no client certificate: the server refuses the handshake.
     let no_cert = Bridges::start_with(
@@ -136,6 +157,14 @@ async fn a_bridge_with_a_client_certificate_leads_over_tls_and_one_without_is_re
         Some(1),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+    let text = check(
+        &etcd.endpoints(),
+        &format!("ca_file = {:?}", d.join("ca.pem")),
+    );
+    assert!(
+        text.contains(&format!("FAIL  etcd {}:", etcd.endpoints()[0])),
+        "{text}"
     );
     println!(
         "without a client certificate: {}",

@@ -5,40 +5,12 @@
 mod common;
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::broker::PrivateBroker;
+use common::ops::{get, host_port, metric, wait_until};
 use common::ChildGuard;
 use mysql_async::prelude::Queryable;
-
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.get(9..12)?.parse().ok()?;
-    Some((code, out.split_once("\r\n\r\n")?.1.to_string()))
-}
-
-fn metric(body: &str, line_prefix: &str) -> Option<f64> {
-    body.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
-fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < within {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out after {within:?} waiting for {what}");
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
@@ -63,9 +35,10 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     std::fs::write(&pw, format!("{secret}\n")).unwrap();
     let port = common::free_port();
     let config = format!(
-        "[mysql]\nurl = \"mysql://{user}@127.0.0.1:3306\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
+        "[mysql]\nurl = \"mysql://{user}@{}\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
          [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{db}\"\nlease_ttl_secs = 1\ncheckpoint_interval_ms = 100\n\
          [kafka]\nbrokers = \"{}\"\ndelivery = \"idempotent\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        host_port(&env.mysql_url),
         pw.display(),
         env.etcd_endpoints,
         broker.brokers()
@@ -130,6 +103,57 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     assert!((0.0..60.0).contains(&lag), "lag {lag}");
     let age = metric(&body, "binlog_bridge_checkpoint_age_seconds ").unwrap();
     assert!((0.0..10.0).contains(&age), "checkpoint age {age}");
+    // Kafka acknowledged every row: 50 inserts + 10 updates on the row topic
+    // (the update keeps its key: one message each), with their bytes.
+    let topic = format!("{db}.t");
+    wait_until("every row acknowledged", Duration::from_secs(20), || {
+        get(port, "/metrics").is_some_and(|(_, b)| {
+            metric(
+                &b,
+                &format!("binlog_bridge_kafka_produced_messages_total{{topic=\"{topic}\"}} "),
+            ) == Some(60.0)
+        })
+    });
+    let (_, body) = get(port, "/metrics").unwrap();
+    let bytes = metric(
+        &body,
+        &format!("binlog_bridge_kafka_produced_bytes_total{{topic=\"{topic}\"}} "),
+    )
+    .unwrap();
+    assert!(
+        bytes > 60.0 * 50.0,
+        "60 JSON messages are more than {bytes} bytes"
+    );
+    // Every acknowledged message was timed; the DDL went to the schema topic.
+    let delivered = metric(&body, "binlog_bridge_kafka_delivery_seconds_count ").unwrap();
+    assert!(delivered >= 62.0, "delivery latency count {delivered}");
+    let sum = metric(&body, "binlog_bridge_kafka_delivery_seconds_sum ").unwrap();
+    assert!(
+        sum > 0.0 && sum / delivered < 5.0,
+        "mean delivery {}",
+        sum / delivered
+    );
+    // Checkpoints were written (interval 100 ms) and timed.
+    let commits = metric(&body, "binlog_bridge_checkpoint_commit_seconds_count ").unwrap();
+    assert!(commits >= 1.0, "checkpoint commits {commits}");
+    let slow = metric(
+        &body,
+        "binlog_bridge_checkpoint_commit_seconds_bucket{le=\"+Inf\"} ",
+    )
+    .unwrap();
+    assert_eq!(slow, commits, "+Inf bucket is the count");
+    // Keep-alives go every TTL/10 (100 ms), each well under a second.
+    let beats = metric(&body, "binlog_bridge_etcd_keepalive_seconds_count ").unwrap();
+    assert!(beats >= 1.0, "keep-alives {beats}");
+    let under_1s = metric(
+        &body,
+        "binlog_bridge_etcd_keepalive_seconds_bucket{le=\"1\"} ",
+    )
+    .unwrap();
+    assert!(
+        under_1s >= beats * 0.9,
+        "{under_1s} of {beats} keep-alives under 1 s"
+    );
 
     // Freeze it past its lease: on waking it must step down (its lease is
     // gone) and, as the only candidate, lead again under a new epoch.
@@ -153,6 +177,11 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     let (_, body) = get(port, "/metrics").unwrap();
     let changes = metric(&body, "binlog_bridge_leadership_changes_total ").unwrap();
     assert!(changes >= 3.0, "led, stepped down, led again: {changes}");
+    let later = metric(&body, "binlog_bridge_etcd_keepalive_seconds_count ").unwrap();
+    assert!(
+        later > beats,
+        "keep-alives keep being timed: {beats} then {later}"
+    );
 
     // The password from the file shows nowhere.
     let (_, status) = get(port, "/status").unwrap();

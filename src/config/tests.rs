@@ -375,3 +375,194 @@ fn snapshot_keys_default_to_never_and_are_checked() {
         "{v:?}"
     );
 }
+
+#[test]
+fn mysql_tls_keys_parse_and_bad_combinations_are_named() {
+    let text = format!("{MINIMAL}tls = \"verify-identity\"\ntls_ca_file = \"Cargo.toml\"\n");
+    let c = parse(&text).unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mysql.tls, MysqlTls::VerifyIdentity);
+    let tls = c.mysql.ssl_opts().expect("TLS on");
+    assert!(!tls.skip_domain_validation() && !tls.accept_invalid_certs());
+    assert!(tls.disable_built_in_roots(), "only the given CA is trusted");
+    assert!(
+        parse(MINIMAL).unwrap().mysql.ssl_opts().is_none(),
+        "default: disabled"
+    );
+    let c = parse(&format!("{MINIMAL}tls = \"required\"\n")).unwrap();
+    assert!(c.mysql.ssl_opts().unwrap().accept_invalid_certs());
+
+    let e = parse(&format!("{MINIMAL}tls = \"on\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("mysql.tls") && e.contains("verify-identity"),
+        "{e}"
+    );
+    let errs = invalid(&format!(
+        "{MINIMAL}tls = \"required\"\ntls_ca_file = \"Cargo.toml\"\ntls_cert_file = \"/nonexistent/c.pem\"\n"
+    ));
+    let all = errs.join("\n");
+    assert!(
+        all.contains("mysql.tls_ca_file is set but mysql.tls = \"required\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("mysql.tls_cert_file and mysql.tls_key_file go together"),
+        "{all}"
+    );
+    assert!(
+        all.contains("mysql.tls_cert_file = \"/nonexistent/c.pem\" cannot be read"),
+        "{all}"
+    );
+}
+
+#[test]
+fn kafka_security_keys_map_to_librdkafka_and_bad_combinations_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "s3cr3t-Kafka\n").unwrap();
+    let text = format!(
+        "{MINIMAL}[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"SCRAM-SHA-512\"\nsasl_username = \"bridge\"\nsasl_password_file = {:?}\nssl_ca_file = \"Cargo.toml\"\n[kafka.properties]\n\"client.id\" = \"bb\"\n",
+        pw.display().to_string()
+    );
+    let c = parse(&text).unwrap();
+    c.validate().unwrap();
+    let p = c.kafka.client_properties().unwrap();
+    assert_eq!(p["security.protocol"], "sasl_ssl");
+    assert_eq!(p["sasl.mechanism"], "SCRAM-SHA-512");
+    assert_eq!(p["sasl.username"], "bridge");
+    assert_eq!(p["sasl.password"], "s3cr3t-Kafka");
+    assert_eq!(p["ssl.ca.location"], "Cargo.toml");
+    assert_eq!(p["client.id"], "bb");
+    // The config itself never shows the password.
+    assert!(!format!("{c:?}").contains("s3cr3t"));
+    assert!(!toml::to_string(&c).unwrap().contains("s3cr3t"));
+    // Plaintext: no security property at all.
+    let p = parse(MINIMAL).unwrap().kafka.client_properties().unwrap();
+    assert!(p.is_empty(), "{p:?}");
+    // From the environment, inline.
+    let c = parse_env(
+        &format!("{MINIMAL}[kafka]\nsecurity_protocol = \"sasl_plaintext\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n"),
+        &[("BINLOG_BRIDGE_KAFKA_SASL_PASSWORD", "envpw")],
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(
+        c.kafka.client_properties().unwrap()["sasl.password"],
+        "envpw"
+    );
+    // A missing password file names the key, not a password.
+    let mut k = c.kafka.clone();
+    k.sasl_password = None;
+    k.sasl_password_file = Some("/nonexistent/pw".into());
+    let e = k.client_properties().unwrap_err();
+    assert!(
+        e.contains("kafka.sasl_password_file /nonexistent/pw"),
+        "{e}"
+    );
+
+    let all = invalid(&format!(
+        "{MINIMAL}[kafka]\nsecurity_protocol = \"sasl_ssl\"\nssl_cert_file = \"Cargo.toml\"\n[kafka.properties]\n\"sasl.password\" = \"x\"\n\"security.protocol\" = \"ssl\"\n"
+    ))
+    .join("\n");
+    for want in [
+        "kafka.security_protocol = \"sasl_ssl\" needs kafka.sasl_mechanism",
+        "needs kafka.sasl_username",
+        "needs kafka.sasl_password_file",
+        "kafka.ssl_cert_file and kafka.ssl_key_file go together",
+        "kafka.properties.\"sasl.password\" would keep a secret in plain config",
+        "kafka.properties.\"security.protocol\" is set by kafka.security_protocol",
+    ] {
+        assert!(all.contains(want), "missing {want:?} in:\n{all}");
+    }
+    let all = invalid(&format!(
+        "{MINIMAL}[kafka]\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\nssl_ca_file = \"Cargo.toml\"\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("kafka.sasl_* keys are set but kafka.security_protocol = \"plaintext\""),
+        "{all}"
+    );
+    assert!(
+        all.contains("kafka.ssl_* files are set but kafka.security_protocol = \"plaintext\""),
+        "{all}"
+    );
+    let e = parse(&format!("{MINIMAL}[kafka]\nsasl_mechanism = \"GSSAPI\"\n"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("kafka.sasl_mechanism") && e.contains("SCRAM-SHA-256"),
+        "{e}"
+    );
+}
+
+#[test]
+fn exclude_columns_must_be_db_table_column() {
+    let c = parse(&format!("{MINIMAL}exclude_columns = [\"shop.*.ssn\"]\n")).unwrap();
+    c.validate().unwrap();
+    let all = invalid(&format!(
+        "{MINIMAL}exclude_columns = [\"shop.ssn\", \"a..b\"]\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("mysql.exclude_columns entry \"shop.ssn\" is not DB.TABLE.COLUMN"),
+        "{all}"
+    );
+    assert!(all.contains("\"a..b\""), "{all}");
+}
+
+#[test]
+fn an_excluded_key_column_is_refused() {
+    let all = invalid(&format!(
+        "{MINIMAL}exclude_columns = [\"shop.*.email\"]\n[kafka.key_columns]\n\"shop.users\" = [\"email\"]\n"
+    ))
+    .join("\n");
+    assert!(
+        all.contains("\"shop.*.email\" excludes `email`, a kafka.key_columns column of shop.users"),
+        "{all}"
+    );
+}
+
+#[test]
+fn a_numeric_password_from_the_environment_stays_a_hidden_string() {
+    let text = format!(
+        "{MINIMAL}[kafka]\nsecurity_protocol = \"sasl_ssl\"\nsasl_mechanism = \"PLAIN\"\nsasl_username = \"u\"\n"
+    );
+    let c = parse_env(
+        &text,
+        &[
+            ("BINLOG_BRIDGE_MYSQL_PASSWORD", "902113"),
+            ("BINLOG_BRIDGE_KAFKA_SASL_PASSWORD", "[1, 2]"),
+        ],
+    )
+    .unwrap();
+    c.validate().unwrap();
+    assert_eq!(c.mysql.password.as_ref().unwrap().expose(), "902113");
+    assert_eq!(
+        c.kafka.client_properties().unwrap()["sasl.password"],
+        "[1, 2]"
+    );
+    assert!(!format!("{c:?}").contains("902113"));
+}
+
+#[test]
+fn a_mistyped_password_in_the_file_is_refused_without_showing_it() {
+    let e = parse("[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = 902113\n")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("mysql.password"), "{e}");
+    assert!(e.contains("quoted string"), "{e}");
+    assert!(!e.contains("902113"), "{e}");
+}
+
+#[test]
+fn a_parse_error_on_a_password_line_does_not_quote_the_password() {
+    let e =
+        parse("[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\npassword = \"s3cr3t-unclosed\n")
+            .unwrap_err()
+            .to_string();
+    assert!(e.contains("line 4"), "{e}");
+    assert!(e.contains("password = *** (hidden)"), "{e}");
+    assert!(!e.contains("s3cr3t"), "{e}");
+}

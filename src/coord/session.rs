@@ -50,6 +50,8 @@ pub struct Session {
     lost: CancellationToken,
     deadline: watch::Receiver<Instant>,
     reason: watch::Receiver<Option<LossReason>>,
+    /// Round trip of the last answered keep-alive.
+    rtt: watch::Receiver<Option<Duration>>,
     task: JoinHandle<()>,
 }
 
@@ -117,6 +119,7 @@ impl Session {
     ) -> Session {
         let (deadline_tx, deadline) = watch::channel(sent + ttl);
         let (reason_tx, reason) = watch::channel(None);
+        let (rtt_tx, rtt) = watch::channel(None);
         let lost = parent.child_token();
         let task = tokio::spawn(keep_alive_loop(
             client.clone(),
@@ -124,6 +127,7 @@ impl Session {
             ttl,
             deadline_tx,
             reason_tx,
+            rtt_tx,
             lost.clone(),
         ));
         Session {
@@ -133,6 +137,7 @@ impl Session {
             lost,
             deadline,
             reason,
+            rtt,
             task,
         }
     }
@@ -196,6 +201,11 @@ impl Session {
             Some(LossReason::LeaseGone) => false,
             None => Instant::now() >= self.deadline(),
         }
+    }
+
+    /// Round trip of the last answered keep-alive; changes on every answer.
+    pub fn keepalive_rtt(&self) -> watch::Receiver<Option<Duration>> {
+        self.rtt.clone()
     }
 
     pub fn handle(&self) -> SessionHandle {
@@ -320,6 +330,7 @@ async fn keep_alive_loop(
     ttl: Duration,
     deadline_tx: watch::Sender<Instant>,
     reason_tx: watch::Sender<Option<LossReason>>,
+    rtt_tx: watch::Sender<Option<Duration>>,
     lost: CancellationToken,
 ) {
     let period = (ttl / 10).max(Duration::from_millis(50));
@@ -357,6 +368,7 @@ async fn keep_alive_loop(
         };
         match beat {
             Ok(Beat::Alive(secs)) => {
+                let _ = rtt_tx.send(Some(sent.elapsed()));
                 // Invariant: the deadline only ever comes from the *send* time
                 // of an answered keep-alive plus the TTL etcd answered.
                 let new_deadline = sent + Duration::from_secs(secs.max(0) as u64);

@@ -9,7 +9,8 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// A monotonically increasing count.
 #[derive(Debug, Default)]
@@ -77,6 +78,92 @@ impl TableCounter {
     }
 }
 
+/// Upper bounds (seconds) of the latency histograms' buckets.
+pub const LATENCY_BUCKETS: [f64; 14] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A latency histogram with [`LATENCY_BUCKETS`]: lock-free, one bucket
+/// increment plus count and sum per observation.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per bucket (not cumulative); the last slot is +Inf.
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
+    count: AtomicU64,
+    /// Sum of observations, nanoseconds.
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        let i = LATENCY_BUCKETS
+            .iter()
+            .position(|b| secs <= *b)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(
+            u64::try_from(d.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+    /// Sum of observations, seconds.
+    pub fn sum(&self) -> f64 {
+        self.sum_ns.load(Ordering::Relaxed) as f64 / 1e9
+    }
+}
+
+/// Messages and bytes acknowledged by Kafka for one topic.
+#[derive(Debug, Default)]
+pub struct TopicProduced {
+    messages: AtomicU64,
+    bytes: AtomicU64,
+}
+
+impl TopicProduced {
+    /// One acknowledged message of `bytes` (key + value).
+    pub fn acked(&self, bytes: usize) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    pub fn messages(&self) -> u64 {
+        self.messages.load(Ordering::Relaxed)
+    }
+    pub fn bytes(&self) -> u64 {
+        self.bytes.load(Ordering::Relaxed)
+    }
+}
+
+/// [`TopicProduced`] per topic. The sink takes a topic's handle once and
+/// counts acknowledgements on it without a lock.
+#[derive(Debug, Default)]
+pub struct ProducedByTopic(Mutex<BTreeMap<String, Arc<TopicProduced>>>);
+
+impl ProducedByTopic {
+    /// The counters of `topic`, created at zero on first use.
+    pub fn topic(&self, topic: &str) -> Arc<TopicProduced> {
+        match self.0.lock() {
+            Ok(mut m) => m.entry(topic.to_string()).or_default().clone(),
+            // A poisoned map only loses the count, never the message.
+            Err(_) => Arc::new(TopicProduced::default()),
+        }
+    }
+    fn snapshot(&self) -> Vec<(String, u64, u64)> {
+        self.0
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .map(|(t, c)| (t.clone(), c.messages(), c.bytes()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
 /// All metrics of one process.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -93,10 +180,18 @@ pub struct Metrics {
     pub source_reconnects: Counter,
     /// Initial snapshot rows by (table, `done` | `estimated`).
     pub snapshot_rows: TableCounter,
+    /// Fed by the sink from delivery acknowledgements.
+    pub produced: Arc<ProducedByTopic>,
+    /// Hand-off to the producer until Kafka's acknowledgement, per message.
+    pub kafka_delivery_seconds: Arc<Histogram>,
+    /// One checkpoint write to etcd (the fenced transaction), leader only.
+    pub checkpoint_commit_seconds: Histogram,
+    /// One lease keep-alive round trip to etcd.
+    pub etcd_keepalive_seconds: Arc<Histogram>,
 }
 
 /// `(name, type, help)` for every metric, in render order.
-pub const METRICS: [(&str, &str, &str); 11] = [
+pub const METRICS: [(&str, &str, &str); 16] = [
     ("binlog_bridge_role_leader", "gauge", "1 while this process is the leader, 0 as standby."),
     ("binlog_bridge_leadership_changes_total", "counter", "Times this process became leader or stepped down."),
     ("binlog_bridge_events_read_total", "counter", "Row changes and schema changes read from the binlog, by table and type."),
@@ -107,6 +202,11 @@ pub const METRICS: [(&str, &str, &str); 11] = [
     ("binlog_bridge_kafka_delivery_errors_total", "counter", "Messages Kafka refused or failed to acknowledge."),
     ("binlog_bridge_checkpoint_age_seconds", "gauge", "Seconds since this process last wrote the checkpoint (-1: never)."),
     ("binlog_bridge_source_reconnects_total", "counter", "Times the binlog connection was re-established."),
+    ("binlog_bridge_kafka_produced_messages_total", "counter", "Messages Kafka acknowledged, by topic."),
+    ("binlog_bridge_kafka_produced_bytes_total", "counter", "Key and value bytes of the messages Kafka acknowledged, by topic."),
+    ("binlog_bridge_kafka_delivery_seconds", "histogram", "Time from handing a message to the producer to Kafka's acknowledgement."),
+    ("binlog_bridge_checkpoint_commit_seconds", "histogram", "Time to write one checkpoint to etcd (a fenced transaction)."),
+    ("binlog_bridge_etcd_keepalive_seconds", "histogram", "Round trip of one etcd lease keep-alive."),
     ("binlog_bridge_snapshot_rows", "gauge", "Initial snapshot rows by table: type=done read by this process (a table resumed after a failover counts from where it resumed), type=estimated from information_schema.TABLES."),
 ];
 
@@ -155,7 +255,26 @@ impl Metrics {
                     line(&mut out, name, age)
                 }
                 "binlog_bridge_snapshot_rows" => labelled(&mut out, name, &self.snapshot_rows),
-                _ => line(&mut out, name, self.source_reconnects.get() as f64),
+                "binlog_bridge_source_reconnects_total" => {
+                    line(&mut out, name, self.source_reconnects.get() as f64)
+                }
+                "binlog_bridge_kafka_produced_messages_total" => {
+                    for (topic, messages, _) in self.produced.snapshot() {
+                        let _ = writeln!(out, "{name}{{topic=\"{}\"}} {messages}", escape(&topic));
+                    }
+                }
+                "binlog_bridge_kafka_produced_bytes_total" => {
+                    for (topic, _, bytes) in self.produced.snapshot() {
+                        let _ = writeln!(out, "{name}{{topic=\"{}\"}} {bytes}", escape(&topic));
+                    }
+                }
+                "binlog_bridge_kafka_delivery_seconds" => {
+                    histogram(&mut out, name, &self.kafka_delivery_seconds)
+                }
+                "binlog_bridge_checkpoint_commit_seconds" => {
+                    histogram(&mut out, name, &self.checkpoint_commit_seconds)
+                }
+                _ => histogram(&mut out, name, &self.etcd_keepalive_seconds),
             }
         }
         out
@@ -164,6 +283,18 @@ impl Metrics {
 
 fn line(out: &mut String, name: &str, v: f64) {
     let _ = writeln!(out, "{name} {v}");
+}
+
+fn histogram(out: &mut String, name: &str, h: &Histogram) {
+    let mut cumulative = 0;
+    for (i, le) in LATENCY_BUCKETS.iter().enumerate() {
+        cumulative += h.buckets[i].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
+    }
+    cumulative += h.buckets[LATENCY_BUCKETS.len()].load(Ordering::Relaxed);
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+    let _ = writeln!(out, "{name}_sum {}", h.sum());
+    let _ = writeln!(out, "{name}_count {cumulative}");
 }
 
 fn labelled(out: &mut String, name: &str, c: &TableCounter) {
@@ -200,6 +331,51 @@ mod tests {
         ));
         assert!(text.contains("binlog_bridge_checkpoint_age_seconds 3.5\n"));
         assert_eq!(m.events_read.total(), 5);
+    }
+
+    #[test]
+    fn histograms_are_cumulative_and_topics_are_labelled() {
+        let m = Metrics::default();
+        m.checkpoint_commit_seconds
+            .observe(Duration::from_micros(300));
+        m.checkpoint_commit_seconds
+            .observe(Duration::from_millis(7));
+        m.checkpoint_commit_seconds.observe(Duration::from_secs(60));
+        let t = m.produced.topic("shop.orders");
+        t.acked(10);
+        t.acked(5);
+        m.produced.topic("shop.orders").acked(1);
+        let text = m.render(0.0);
+        let n = "binlog_bridge_checkpoint_commit_seconds";
+        assert!(
+            text.contains(&format!("{n}_bucket{{le=\"0.0005\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{n}_bucket{{le=\"0.005\"}} 1\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{n}_bucket{{le=\"0.01\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{n}_bucket{{le=\"10\"}} 2\n")),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("{n}_bucket{{le=\"+Inf\"}} 3\n")),
+            "{text}"
+        );
+        assert!(text.contains(&format!("{n}_count 3\n")), "{text}");
+        assert!(text.contains(&format!("{n}_sum 60.0073\n")), "{text}");
+        assert!(
+            text.contains("binlog_bridge_kafka_produced_messages_total{topic=\"shop.orders\"} 3\n")
+        );
+        assert!(
+            text.contains("binlog_bridge_kafka_produced_bytes_total{topic=\"shop.orders\"} 16\n")
+        );
+        assert!(text.contains("binlog_bridge_etcd_keepalive_seconds_count 0\n"));
     }
 
     #[test]

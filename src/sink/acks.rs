@@ -11,14 +11,15 @@
 
 use std::collections::VecDeque;
 use std::future::Future;
+use std::time::Instant;
 
 use futures_util::FutureExt;
 
 use crate::event::Position;
 
 enum Entry<F> {
-    /// A message handed to the producer, not yet acknowledged.
-    Message(F),
+    /// A message handed to the producer (at the instant), not yet acknowledged.
+    Message(F, Instant),
     /// Once everything before this is acknowledged, resuming here loses nothing.
     Resume(Position),
 }
@@ -31,6 +32,8 @@ pub(crate) struct AckTracker<F> {
     queue: VecDeque<Entry<F>>,
     /// Messages in `queue` (markers not counted): the in-flight window.
     messages: usize,
+    /// Messages acknowledged since the tracker was made.
+    acked_messages: u64,
     acked: Option<Position>,
     failed: Option<String>,
 }
@@ -43,13 +46,15 @@ where
         AckTracker {
             queue: VecDeque::new(),
             messages: 0,
+            acked_messages: 0,
             acked: None,
             failed: None,
         }
     }
 
     pub(crate) fn push_message(&mut self, delivery: F) {
-        self.queue.push_back(Entry::Message(delivery));
+        self.queue
+            .push_back(Entry::Message(delivery, Instant::now()));
         self.messages += 1;
     }
 
@@ -60,6 +65,19 @@ where
     /// Messages handed over and not yet acknowledged.
     pub(crate) fn in_flight(&self) -> usize {
         self.messages
+    }
+
+    /// Messages acknowledged so far (drained from the queue).
+    pub(crate) fn acked_messages(&self) -> u64 {
+        self.acked_messages
+    }
+
+    /// When the oldest unacknowledged message was handed to the producer.
+    pub(crate) fn oldest_sent(&self) -> Option<Instant> {
+        self.queue.iter().find_map(|e| match e {
+            Entry::Message(_, at) => Some(*at),
+            Entry::Resume(_) => None,
+        })
     }
 
     /// The highest position up to which everything is acknowledged.
@@ -106,7 +124,7 @@ where
                         self.acked = Some(pos);
                     }
                 }
-                Some(Entry::Message(fut)) => {
+                Some(Entry::Message(fut, _)) => {
                     let done = if block {
                         block = false;
                         Some(fut.await)
@@ -118,6 +136,7 @@ where
                         Some(Ok(())) => {
                             self.queue.pop_front();
                             self.messages -= 1;
+                            self.acked_messages += 1;
                         }
                         Some(Err(reason)) => {
                             self.failed = Some(reason.clone());
@@ -176,6 +195,32 @@ mod tests {
         t.poll_ready().unwrap();
         assert_eq!(t.acked(), Some(&p(3)));
         assert_eq!(t.in_flight(), 0);
+    }
+
+    #[tokio::test]
+    async fn oldest_sent_is_the_oldest_unacknowledged_message() {
+        let mut t = AckTracker::new();
+        assert_eq!(t.oldest_sent(), None);
+        let (a, fa) = delivery();
+        let (b, fb) = delivery();
+        let before = Instant::now();
+        t.push_message(fa);
+        t.push_resume(p(1));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        let middle = Instant::now();
+        t.push_message(fb);
+        t.push_resume(p(2));
+        let first = t.oldest_sent().expect("two messages in flight");
+        assert!(first >= before && first <= middle);
+        // Acknowledging the younger one changes nothing: the older still waits.
+        b.send(Ok(())).unwrap();
+        t.poll_ready().unwrap();
+        assert_eq!(t.oldest_sent(), Some(first));
+        a.send(Ok(())).unwrap();
+        t.poll_ready().unwrap();
+        assert_eq!(t.oldest_sent(), None);
+        assert_eq!(t.in_flight(), 0);
+        assert_eq!(t.acked_messages(), 2);
     }
 
     #[tokio::test]

@@ -24,6 +24,7 @@ use super::routing::{render_topic, KeyRule, Router, TableFilter};
 use super::{SinkError, HEADER_EPOCH, HEADER_GTID, HEADER_PART, HEADER_PIPELINE, HEADER_POSITION};
 use crate::config::{Format, KafkaConfig};
 use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange};
+use crate::ops::metrics::{Histogram, ProducedByTopic, TopicProduced};
 
 /// Reads the current send deadline (the leader's lease deadline).
 type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
@@ -32,6 +33,9 @@ type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
 pub(crate) struct Delivery {
     inner: DeliveryFuture,
     topic: Arc<str>,
+    /// Counted when Kafka acknowledges (metrics on): the topic's counters,
+    /// the message's key + value bytes, when it was handed over.
+    count: Option<(Arc<TopicProduced>, usize, Instant, Arc<Histogram>)>,
 }
 
 impl Future for Delivery {
@@ -40,7 +44,13 @@ impl Future for Delivery {
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match Pin::new(&mut self.inner).poll(cx) {
             Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Ok(_))) => Poll::Ready(Ok(())),
+            Poll::Ready(Ok(Ok(_))) => {
+                if let Some((topic, bytes, sent, latency)) = self.count.take() {
+                    topic.acked(bytes);
+                    latency.observe(sent.elapsed());
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Ok(Err((e, _)))) => {
                 Poll::Ready(Err(format!("delivery to {} failed: {e}", self.topic)))
             }
@@ -63,6 +73,18 @@ pub struct KafkaSink {
     pipeline: Arc<str>,
     epoch: String,
     window: usize,
+    /// Age bound of the window: nothing more is handed to the producer while
+    /// the oldest unacknowledged message has waited this long (half of
+    /// `message.timeout.ms`, when set). Without it a full window queued
+    /// behind a broker slower than the window is large times messages out in
+    /// librdkafka's queue: with the lease-bounded timeout of idempotent
+    /// delivery (1 s for a 2 s lease) every burst ended in a delivery error
+    /// and a step-down.
+    max_age: Option<Duration>,
+    /// With `max_age`: the window also stays below what the broker
+    /// acknowledges in `max_age` (acknowledgement rate, measured as it goes),
+    /// so the queue in front of a new message drains before its timeout.
+    ack_rate: AckRate,
     /// Maxwell: the last row seen, sent once the next event shows whether it ends its transaction.
     held: Option<ChangeEvent>,
     stopped: Option<String>,
@@ -78,6 +100,15 @@ pub struct KafkaSink {
     skipper: Option<Skipper>,
     /// Skips streamed changes a snapshot segment already reflects.
     stream_filter: Option<crate::snapshot::StreamFilter>,
+    /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
+    metrics: Option<SinkMetrics>,
+}
+
+/// The ops counters the sink feeds from delivery acknowledgements.
+struct SinkMetrics {
+    produced: Arc<ProducedByTopic>,
+    latency: Arc<Histogram>,
+    topics: std::collections::HashMap<Arc<str>, Arc<TopicProduced>>,
 }
 
 impl KafkaSink {
@@ -105,6 +136,13 @@ impl KafkaSink {
             window: usize::try_from(cfg.max_in_flight)
                 .unwrap_or(usize::MAX)
                 .max(1),
+            max_age: cfg
+                .properties
+                .get("message.timeout.ms")
+                .and_then(|ms| ms.trim().parse::<u64>().ok())
+                .filter(|&ms| ms > 0)
+                .map(|ms| Duration::from_millis(ms / 2)),
+            ack_rate: AckRate::new(),
             held: None,
             stopped: None,
             deadline: None,
@@ -112,7 +150,19 @@ impl KafkaSink {
             in_send: false,
             skipper: None,
             stream_filter: None,
+            metrics: None,
         })
+    }
+
+    /// Count acknowledged messages and bytes per topic into `produced`, and
+    /// each message's hand-off-to-acknowledgement time into `latency`.
+    pub fn with_metrics(mut self, produced: Arc<ProducedByTopic>, latency: Arc<Histogram>) -> Self {
+        self.metrics = Some(SinkMetrics {
+            produced,
+            latency,
+            topics: Default::default(),
+        });
+        self
     }
 
     /// Send only tables the filter allows (`[mysql] include/exclude`);
@@ -398,7 +448,7 @@ impl KafkaSink {
                 return Ok(());
             }
         }
-        while self.tracker.in_flight() >= self.window {
+        while self.tracker.in_flight() >= self.effective_window() || self.oldest_too_old() {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
             }
@@ -420,9 +470,19 @@ impl KafkaSink {
                 headers(ev, &self.pipeline, &self.epoch, part),
             ) {
                 Ok(inner) => {
+                    let count = self.metrics.as_mut().map(|m| {
+                        let t = m
+                            .topics
+                            .entry(topic.clone())
+                            .or_insert_with(|| m.produced.topic(&topic))
+                            .clone();
+                        let bytes = key.map_or(0, <[u8]>::len) + value.len();
+                        (t, bytes, Instant::now(), m.latency.clone())
+                    });
                     self.tracker.push_message(Delivery {
                         inner,
                         topic: topic.clone(),
+                        count,
                     });
                     return Ok(());
                 }
@@ -446,6 +506,61 @@ impl KafkaSink {
                     return Err(err);
                 }
             }
+        }
+    }
+}
+
+/// Smallest window the acknowledgement rate may shrink it to.
+const MIN_WINDOW: usize = 1000;
+
+/// Acknowledged messages per second, smoothed, sampled at most every 100 ms.
+struct AckRate {
+    mark: Instant,
+    mark_acked: u64,
+    per_sec: f64,
+}
+
+impl AckRate {
+    fn new() -> Self {
+        AckRate {
+            mark: Instant::now(),
+            mark_acked: 0,
+            per_sec: 0.0,
+        }
+    }
+
+    fn update(&mut self, acked: u64) -> f64 {
+        let dt = self.mark.elapsed().as_secs_f64();
+        if dt >= 0.1 {
+            let now = (acked - self.mark_acked) as f64 / dt;
+            self.per_sec = if self.per_sec == 0.0 {
+                now
+            } else {
+                0.7 * self.per_sec + 0.3 * now
+            };
+            self.mark = Instant::now();
+            self.mark_acked = acked;
+        }
+        self.per_sec
+    }
+}
+
+impl KafkaSink {
+    /// `max_in_flight`, or with an age bound, what the broker acknowledges
+    /// within it (at least [`MIN_WINDOW`]).
+    fn effective_window(&mut self) -> usize {
+        let Some(max) = self.max_age else {
+            return self.window;
+        };
+        let rate = self.ack_rate.update(self.tracker.acked_messages());
+        ((rate * max.as_secs_f64()) as usize).clamp(MIN_WINDOW.min(self.window), self.window)
+    }
+
+    /// The oldest unacknowledged message has waited `max_age` or longer.
+    fn oldest_too_old(&self) -> bool {
+        match (self.max_age, self.tracker.oldest_sent()) {
+            (Some(max), Some(at)) => at.elapsed() >= max,
+            _ => false,
         }
     }
 }

@@ -25,7 +25,7 @@ use crate::config::KafkaConfig;
 const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// librdkafka producer configuration for `cfg`.
-pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
+pub fn producer_config(cfg: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers)
         .set("acks", "all")
@@ -46,21 +46,21 @@ pub fn producer_config(cfg: &KafkaConfig) -> ClientConfig {
         // Our metadata lookups must not let a broker with auto-creation on
         // create a topic with its defaults: we create it with kafka.partitions.
         .set("allow.auto.create.topics", "false");
-    for (k, v) in &cfg.properties {
+    for (k, v) in cfg.client_properties().map_err(SinkError::Client)? {
         c.set(k, v);
     }
-    c
+    Ok(c)
 }
 
-/// Admin client configuration: brokers plus the pass-through properties
-/// (security settings apply to both).
-fn admin_config(cfg: &KafkaConfig) -> ClientConfig {
+/// Admin client configuration: brokers plus the security settings and
+/// pass-through properties (they apply to both).
+fn admin_config(cfg: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", &cfg.brokers);
-    for (k, v) in &cfg.properties {
+    for (k, v) in cfg.client_properties().map_err(SinkError::Client)? {
         c.set(k, v);
     }
-    c
+    Ok(c)
 }
 
 /// A librdkafka producer plus the topic bookkeeping the sink needs.
@@ -78,10 +78,10 @@ pub struct Producer {
 impl Producer {
     /// Build the clients and check that the brokers answer.
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
-        let inner: FutureProducer = producer_config(cfg)
+        let inner: FutureProducer = producer_config(cfg)?
             .create()
             .map_err(|e| SinkError::Client(e.to_string()))?;
-        let admin: AdminClient<DefaultClientContext> = admin_config(cfg)
+        let admin: AdminClient<DefaultClientContext> = admin_config(cfg)?
             .create()
             .map_err(|e| SinkError::Client(e.to_string()))?;
         let p = inner.clone();
@@ -90,7 +90,12 @@ impl Producer {
             .map_err(|e| SinkError::Internal(e.to_string()))?
             .map_err(|e| SinkError::Connect {
                 brokers: cfg.brokers.clone(),
-                reason: e.to_string(),
+                reason: if cfg.security_protocol == crate::config::SecurityProtocol::Plaintext {
+                    e.to_string()
+                } else {
+                    // librdkafka logs the precise cause (e.g. "SASL authentication error") just before.
+                    format!("{e} (with kafka.security_protocol = {:?}: check the SASL/SSL keys too; `binlog-bridge check` prints librdkafka's reason)", cfg.security_protocol.as_str())
+                },
             })?;
         Ok(Producer {
             inner,
@@ -250,7 +255,7 @@ mod tests {
             .insert("compression.type".into(), "zstd".into());
         cfg.properties
             .insert("message.timeout.ms".into(), "30000".into());
-        let c = producer_config(&cfg);
+        let c = producer_config(&cfg).unwrap();
         assert_eq!(c.get("acks"), Some("all"));
         assert_eq!(c.get("enable.idempotence"), Some("true"));
         assert_eq!(c.get("max.in.flight.requests.per.connection"), Some("5"));
@@ -259,7 +264,7 @@ mod tests {
         assert_eq!(c.get("allow.auto.create.topics"), Some("false"));
         assert_eq!(c.get("compression.type"), Some("zstd"), "properties win");
         assert_eq!(c.get("message.timeout.ms"), Some("30000"));
-        let c = producer_config(&KafkaConfig::default());
+        let c = producer_config(&KafkaConfig::default()).unwrap();
         assert_eq!(c.get("compression.type"), Some("lz4"));
     }
 }

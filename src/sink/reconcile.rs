@@ -220,7 +220,7 @@ pub fn last_messages(
         .set("max.partition.fetch.bytes", "52428800")
         .set("fetch.max.bytes", "52428800")
         .set("isolation.level", "read_committed");
-    for (k, v) in &cfg.properties {
+    for (k, v) in &cfg.client_properties().map_err(SinkError::Client)? {
         // Producer-only properties would make the consumer refuse to start.
         if !PRODUCER_ONLY.iter().any(|p| k.starts_with(p)) {
             cc.set(k, v);

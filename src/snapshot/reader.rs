@@ -57,8 +57,7 @@ impl SnapshotReader {
     /// Connect and open the consistent snapshot. MariaDB only (see the
     /// module doc of [`super`]).
     pub async fn open(config: &MysqlConfig) -> Result<SnapshotReader, SnapshotError> {
-        let opts = crate::source::mysql_opts(config)?;
-        let mut conn = connection::connect(&opts, Duration::from_secs(10)).await?;
+        let mut conn = crate::source::connect(config, Duration::from_secs(10)).await?;
         let info = connection::server_info(&mut conn).await?;
         if info.flavor != Flavor::MariaDb {
             return Err(SnapshotError::Unsupported(format!(

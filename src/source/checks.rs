@@ -240,5 +240,62 @@ pub async fn all(
     let mut out = server_settings(conn).await;
     out.extend(privileges(conn).await);
     out.push(start_position(conn, &config.start).await);
+    if !config.exclude_columns.is_empty() {
+        out.push(excluded_key_columns(conn, &config.exclude_columns).await);
+    }
     out
+}
+
+/// `mysql.exclude_columns` must not match a primary-key column of any
+/// existing table (tables created later are checked on their first row).
+pub async fn excluded_key_columns(
+    conn: &mut mysql_async::Conn,
+    patterns: &[String],
+) -> CheckResult {
+    let name = "mysql exclude_columns".to_string();
+    let rows: Result<Vec<(String, String, String)>, _> = conn
+        .query(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE \
+             WHERE CONSTRAINT_NAME = 'PRIMARY' \
+             AND TABLE_SCHEMA NOT IN ('mysql', 'information_schema', 'performance_schema', 'sys')",
+        )
+        .await;
+    let rows = match rows {
+        Ok(r) => r,
+        Err(e) => {
+            return CheckResult {
+                name,
+                ok: false,
+                detail: format!("cannot read the primary keys from information_schema: {e}"),
+            }
+        }
+    };
+    let filter = super::ColumnFilter::new(patterns);
+    let clashes: Vec<String> = rows
+        .iter()
+        .filter_map(|(db, table, col)| {
+            filter
+                .excludes(db, table, col)
+                .map(|p| format!("{p:?} matches primary-key column {db}.{table}.{col}"))
+        })
+        .collect();
+    if clashes.is_empty() {
+        CheckResult {
+            name,
+            ok: true,
+            detail: format!(
+                "{} pattern(s), no primary-key column among them",
+                patterns.len()
+            ),
+        }
+    } else {
+        CheckResult {
+            name,
+            ok: false,
+            detail: format!(
+                "{}; the message key needs these columns: narrow or remove those mysql.exclude_columns entries",
+                clashes.join(", ")
+            ),
+        }
+    }
 }

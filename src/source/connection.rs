@@ -16,6 +16,7 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStreamRequest, Conn};
 use tokio::sync::mpsc;
 
+use crate::config::MysqlTls;
 use crate::event::Position;
 
 use super::charset::Charsets;
@@ -43,21 +44,111 @@ pub struct ServerInfo {
 }
 
 pub(crate) fn map_err(e: mysql_async::Error, what: &str) -> SourceError {
+    use mysql_async::{DriverError, Error, IoError};
     match e {
-        mysql_async::Error::Server(s) => classify_server_error(s.code, &s.message, what),
-        mysql_async::Error::Url(u) => SourceError::Config(format!("mysql.url: {u}")),
+        Error::Server(s) => classify_server_error(s.code, &s.message, what),
+        Error::Url(u) => SourceError::Config(format!("mysql.url: {u}")),
+        Error::Driver(DriverError::NoClientSslFlagFromServer) => SourceError::Config(
+            "the MySQL server does not offer TLS, but mysql.tls asks for it; enable TLS on the server (ssl_cert, ssl_key) or set mysql.tls = \"preferred\" or \"disabled\"".into(),
+        ),
+        Error::Io(IoError::Tls(t)) => SourceError::Config(format!(
+            "TLS setup for the MySQL connection failed: {t}; check that mysql.tls_ca_file, mysql.tls_cert_file and mysql.tls_key_file are PEM files"
+        )),
+        Error::Io(IoError::Io(io)) if is_cert_error(&io.to_string()) => {
+            let msg = io.to_string();
+            if msg.contains("NotValidForName") || msg.contains("not valid for name") {
+                SourceError::Config(format!(
+                    "the MySQL server's TLS certificate does not match the host in mysql.url ({msg}); connect with a host name the certificate lists, or set mysql.tls = \"verify-ca\" to check only the CA"
+                ))
+            } else {
+                SourceError::Config(format!(
+                    "the MySQL server's TLS certificate was refused ({msg}); set mysql.tls_ca_file to the CA that signed the server's certificate"
+                ))
+            }
+        }
         other => SourceError::Transient(other.to_string()),
     }
 }
 
-pub async fn connect(opts: &mysql_async::Opts, timeout: Duration) -> Result<Conn, SourceError> {
-    match tokio::time::timeout(timeout, Conn::new(opts.clone())).await {
-        Ok(Ok(c)) => Ok(c),
-        Ok(Err(e)) => Err(map_err(e, "connect")),
-        Err(_) => Err(SourceError::Transient(format!(
-            "no answer from the MySQL server within {timeout:?}"
-        ))),
+/// Whether an I/O error text is a refused TLS certificate (rustls' wording).
+fn is_cert_error(msg: &str) -> bool {
+    msg.contains("invalid peer certificate")
+        || msg.contains("certificate not valid for name")
+        || msg.contains("CertificateUnknown")
+        || msg.contains("UnknownIssuer")
+}
+
+/// Open a connection with `opts` built for `tls` (see `source::mysql_opts`).
+///
+/// - `preferred`: a server without TLS is connected to over plain TCP instead.
+/// - `verify-ca`: the certificate chain is checked, the host name is not.
+///   mysql_async's switch for that (`skip_domain_validation`) matches on a
+///   rustls error text that newer rustls no longer produces, so: when the
+///   handshake fails *only* on the name (webpki checks the chain first, so the
+///   chain was accepted), connect again verifying against a name the
+///   certificate itself lists.
+pub async fn connect(
+    opts: &mysql_async::Opts,
+    tls: MysqlTls,
+    timeout: Duration,
+) -> Result<Conn, SourceError> {
+    let once = |opts: mysql_async::Opts| async move {
+        match tokio::time::timeout(timeout, Conn::new(opts)).await {
+            Ok(r) => Ok(r),
+            Err(_) => Err(SourceError::Transient(format!(
+                "no answer from the MySQL server within {timeout:?}"
+            ))),
+        }
+    };
+    match once(opts.clone()).await? {
+        Ok(c) => Ok(c),
+        Err(mysql_async::Error::Driver(mysql_async::DriverError::NoClientSslFlagFromServer))
+            if tls == MysqlTls::Preferred =>
+        {
+            tracing::debug!(
+                "the MySQL server offers no TLS; mysql.tls = \"preferred\": connecting without"
+            );
+            let plain: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(opts.clone())
+                .ssl_opts(None::<mysql_async::SslOpts>)
+                .into();
+            once(plain).await?.map_err(|e| map_err(e, "connect"))
+        }
+        Err(mysql_async::Error::Io(mysql_async::IoError::Io(io))) if tls == MysqlTls::VerifyCa => {
+            let msg = io.to_string();
+            let (Some(name), Some(ssl)) = (certificate_name(&msg), opts.ssl_opts()) else {
+                return Err(map_err(
+                    mysql_async::Error::Io(mysql_async::IoError::Io(io)),
+                    "connect",
+                ));
+            };
+            let ssl = ssl.clone().with_danger_tls_hostname_override(Some(name));
+            let again: mysql_async::Opts = mysql_async::OptsBuilder::from_opts(opts.clone())
+                .ssl_opts(ssl)
+                .into();
+            once(again).await?.map_err(|e| map_err(e, "connect"))
+        }
+        Err(e) => Err(map_err(e, "connect")),
     }
+}
+
+/// From a rustls "certificate not valid for name X; certificate is only
+/// valid for A, B or C" error, the first name the certificate lists that can
+/// be verified against (not a wildcard).
+fn certificate_name(msg: &str) -> Option<String> {
+    let (_, names) = msg.split_once("certificate is only valid for ")?;
+    names
+        .split(", ")
+        .flat_map(|n| n.split(" or "))
+        .map(|n| {
+            let n = n.trim();
+            n.strip_prefix("IpAddress(")
+                .or_else(|| n.strip_prefix("DnsName("))
+                .unwrap_or(n)
+                .trim_end_matches(')')
+                .trim_matches('"')
+                .to_string()
+        })
+        .find(|n| !n.is_empty() && !n.contains('*'))
 }
 
 pub async fn server_info(conn: &mut Conn) -> Result<ServerInfo, SourceError> {
@@ -247,4 +338,23 @@ pub async fn start_dump(
         }
     });
     Ok((rx, task))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::certificate_name;
+
+    #[test]
+    fn the_first_name_a_certificate_lists_is_read_from_the_rustls_error() {
+        let m = "invalid peer certificate: certificate not valid for name \"localhost\"; certificate is only valid for IpAddress(127.0.0.1)";
+        assert_eq!(certificate_name(m).as_deref(), Some("127.0.0.1"));
+        let m = "invalid peer certificate: certificate not valid for name \"10.0.0.1\"; certificate is only valid for DnsName(\"*.example\"), DnsName(\"db.example\") or IpAddress(1.2.3.4)";
+        assert_eq!(certificate_name(m).as_deref(), Some("db.example"));
+        let m = "invalid peer certificate: certificate not valid for name \"a\"; certificate is not valid for any names (according to its subjectAltName extension)";
+        assert_eq!(certificate_name(m), None);
+        assert_eq!(
+            certificate_name("invalid peer certificate: UnknownIssuer"),
+            None
+        );
+    }
 }

@@ -87,8 +87,17 @@ pub(crate) fn classify_server_error(code: u16, message: &str, what: &str) -> Sou
                 SourceError::Refused(format!("error {code}: {message}"))
             }
         }
-        // Access denied / missing privilege.
-        1045 | 1044 | 1142 | 1227 => SourceError::Settings(vec![format!(
+        // After the login, MariaDB answers a binlog dump by a user without
+        // REPLICATION SLAVE with "access denied" too: a missing privilege.
+        1045 if what != "connect" => SourceError::Settings(vec![format!(
+            "error {code}: {message} (while: {what}); run GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO the bridge user (MySQL: REPLICATION CLIENT instead of BINLOG MONITOR)"
+        )]),
+        // At login: wrong user name or password (or a host the user may not connect from).
+        1045 => SourceError::Config(format!(
+            "the MySQL server refused the login (error {code}: {message}); check the user in mysql.url and the password (mysql.password_file, mysql.password or BINLOG_BRIDGE_MYSQL_PASSWORD), and that the user may connect from this host"
+        )),
+        // Missing privilege.
+        1044 | 1142 | 1227 => SourceError::Settings(vec![format!(
             "error {code}: {message}; run GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO the bridge user (MySQL: REPLICATION CLIENT instead of BINLOG MONITOR)"
         )]),
         // Server shutting down, connection killed, too many connections: retry.

@@ -10,6 +10,11 @@ pub struct TableFilter {
     exclude: Vec<String>,
 }
 
+/// Whether `name` matches `pattern`, where `*` matches any run of characters.
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(pattern.as_bytes(), name.as_bytes())
+}
+
 fn glob(p: &[u8], s: &[u8]) -> bool {
     match p.split_first() {
         None => s.is_empty(),

@@ -55,6 +55,7 @@
 pub mod bytes;
 pub mod charset;
 pub mod checks;
+pub mod columns;
 pub mod compress;
 pub mod connection;
 pub mod decoder;
@@ -73,6 +74,7 @@ use std::time::Duration;
 
 use rand::Rng;
 
+pub use columns::ColumnFilter;
 pub use connection::Flavor;
 pub use decoder::Decoder;
 pub use error::{DecodeError, SourceError};
@@ -153,6 +155,20 @@ pub struct BinlogSource {
     start: StartFrom,
     /// Reconnects done so far (for tests and metrics).
     pub reconnects: u64,
+    /// `mysql.exclude_columns`, applied to every row handed out.
+    columns: ColumnFilter,
+    /// While the stream is down and being re-established: the error.
+    outage: Outage,
+}
+
+/// Shared view of a source's connection: `Some(error)` while the binlog
+/// stream is interrupted and reconnecting, `None` while it is up.
+pub type Outage = Arc<std::sync::Mutex<Option<String>>>;
+
+fn set_outage(o: &Outage, v: Option<String>) {
+    if let Ok(mut g) = o.lock() {
+        *g = v;
+    }
 }
 
 impl Drop for BinlogSource {
@@ -163,7 +179,10 @@ impl Drop for BinlogSource {
     }
 }
 
-pub(crate) fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
+/// Connection options for `config`: the URL, the password (inline or from
+/// its file) and `mysql.tls`. Every MySQL connection the bridge opens uses
+/// these (replication, `check`, server queries).
+pub fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError> {
     let opts = mysql_async::Opts::from_url(&config.url).map_err(|e| {
         SourceError::Config(format!(
             "mysql.url {:?}: {e}",
@@ -177,7 +196,20 @@ pub(crate) fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, Sour
     if let Some(p) = password {
         b = b.pass(Some(p.expose().to_string()));
     }
+    if let Some(tls) = config.ssl_opts() {
+        // TLS over a Unix socket is skipped by the driver: force TCP.
+        b = b.ssl_opts(tls).prefer_socket(false);
+    }
     Ok(b.into())
+}
+
+/// Connect with `config`'s options (see [`mysql_opts`]).
+pub async fn connect(
+    config: &MysqlConfig,
+    timeout: std::time::Duration,
+) -> Result<mysql_async::Conn, SourceError> {
+    let opts = mysql_opts(config)?;
+    connection::connect(&opts, config.tls, timeout).await
 }
 
 impl BinlogSource {
@@ -191,7 +223,7 @@ impl BinlogSource {
         from: StartFrom,
     ) -> Result<BinlogSource, SourceError> {
         let opts = mysql_opts(config)?;
-        let mut conn = connection::connect(&opts, options.connect_timeout).await?;
+        let mut conn = connection::connect(&opts, config.tls, options.connect_timeout).await?;
         if options.check_settings {
             // Privileges are not read from SHOW GRANTS here (roles would give
             // false alarms): a missing one fails the first statement that
@@ -204,6 +236,12 @@ impl BinlogSource {
                 .collect();
             if !failed.is_empty() {
                 return Err(SourceError::Settings(failed));
+            }
+        }
+        if !config.exclude_columns.is_empty() {
+            let r = checks::excluded_key_columns(&mut conn, &config.exclude_columns).await;
+            if !r.ok {
+                return Err(SourceError::Config(r.detail));
             }
         }
         let info = connection::server_info(&mut conn).await?;
@@ -221,9 +259,16 @@ impl BinlogSource {
             resume: None,
             start: from,
             reconnects: 0,
+            columns: ColumnFilter::new(&config.exclude_columns),
+            outage: Outage::default(),
         };
         src.open(conn).await?;
         Ok(src)
+    }
+
+    /// A handle that shows whether the stream is interrupted (for /readyz).
+    pub fn outage(&self) -> Outage {
+        self.outage.clone()
     }
 
     /// Change events decoded but not yet returned: at most one binlog
@@ -339,7 +384,8 @@ impl BinlogSource {
         let since = std::time::Instant::now();
         loop {
             match self.try_next().await {
-                Ok(ev) => {
+                Ok(mut ev) => {
+                    self.columns.apply(&mut ev).map_err(SourceError::Config)?;
                     self.resume = Some(match ev.kind {
                         EventKind::Commit => ev.position.clone(),
                         _ => ev.position.next_row(),
@@ -358,6 +404,7 @@ impl BinlogSource {
                     let cap = base.min(self.options.max_backoff);
                     let delay = cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
                     tracing::warn!(error = %e, attempt, ?delay, "binlog stream interrupted; reconnecting");
+                    set_outage(&self.outage, Some(e.to_string()));
                     self.rx = None;
                     if let Some(t) = self.task.take() {
                         t.abort();
@@ -365,7 +412,10 @@ impl BinlogSource {
                     while self.decoder.pop().is_some() {}
                     tokio::time::sleep(delay).await;
                     match self.reconnect().await {
-                        Ok(()) => self.reconnects += 1,
+                        Ok(()) => {
+                            self.reconnects += 1;
+                            set_outage(&self.outage, None);
+                        }
                         Err(e) if e.is_transient() => {
                             tracing::warn!(error = %e, "reconnect failed");
                         }
@@ -378,7 +428,8 @@ impl BinlogSource {
     }
 
     async fn reconnect(&mut self) -> Result<(), SourceError> {
-        let conn = connection::connect(&self.opts, self.options.connect_timeout).await?;
+        let conn =
+            connection::connect(&self.opts, self.config.tls, self.options.connect_timeout).await?;
         self.open(conn).await
     }
 

@@ -5,8 +5,7 @@
 #![allow(dead_code)]
 
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
-use std::sync::OnceLock;
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use binlog_bridge::coord::checkpoint::{self, Stored};
@@ -26,99 +25,11 @@ pub struct Line {
     pub ms: u64,
 }
 
-/// Env var carrying the CLI arguments (JSON array) of a self-exec'd child.
-const CHILD_ARGS: &str = "BB_COORD_TEST_CHILD_ARGS";
-/// Line a self-exec'd child prints before its own output.
-const CHILD_MARKER: &str = "--- binlog-bridge child output ---";
-
-/// How to start a `binlog-bridge` process.
-///
-/// By default the test binary re-executes itself as the CLI through
-/// `/proc/self/exe` (see [`child_main`]: exactly what main.rs does, `Cli`
-/// parse + telemetry + `dispatch`, in a separate OS process). Why not
-/// `CARGO_BIN_EXE_binlog-bridge`: while several worktrees share one
-/// CARGO_TARGET_DIR, that file is replaced by whichever worktree built last
-/// (measured: bridges failing with "unrecognized subcommand 'heartbeat'"
-/// mid-run), whereas `/proc/self/exe` is always the very image under test.
-/// `BB_COORD_TEST_REAL_BIN=1` runs the real binary instead (for CI with its
-/// own target dir); it must have this branch's hidden `heartbeat` command.
-enum Program {
-    Binary(PathBuf),
-    SelfExec(PathBuf),
-}
-
-fn program() -> &'static Program {
-    static P: OnceLock<Program> = OnceLock::new();
-    P.get_or_init(|| {
-        if std::env::var_os("BB_COORD_TEST_REAL_BIN").is_some() {
-            let real = PathBuf::from(env!("CARGO_BIN_EXE_binlog-bridge"));
-            let ok = Command::new(&real)
-                .args(["heartbeat", "--help"])
-                .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            assert!(
-                ok,
-                "{} has no `heartbeat` command: not this branch's build",
-                real.display()
-            );
-            Program::Binary(real)
-        } else {
-            Program::SelfExec(PathBuf::from("/proc/self/exe"))
-        }
-    })
-}
-
+/// The `binlog-bridge` binary cargo built for these tests.
 fn command(args: &[String]) -> Command {
-    match program() {
-        Program::Binary(p) => {
-            let mut c = Command::new(p);
-            c.args(args);
-            c
-        }
-        Program::SelfExec(p) => {
-            let mut c = Command::new(p);
-            c.args([
-                "--exact",
-                "bridge_child_process",
-                "--ignored",
-                "--nocapture",
-                "--test-threads",
-                "1",
-            ]);
-            c.env(
-                CHILD_ARGS,
-                serde_json::to_string(args).expect("args to JSON"),
-            );
-            c
-        }
-    }
-}
-
-/// Body of the `#[ignore]`d `bridge_child_process` test each test file
-/// declares: when started by [`command`], act as `binlog-bridge` (main.rs,
-/// verbatim) and exit with its code.
-pub fn child_main() {
-    use clap::Parser;
-    let Ok(args) = std::env::var(CHILD_ARGS) else {
-        return;
-    };
-    let args: Vec<String> = serde_json::from_str(&args).expect("child args JSON");
-    // The test harness printed "running 1 test" on stdout: mark where ours begins.
-    println!("{CHILD_MARKER}");
-    let cli = binlog_bridge::cli::Cli::parse_from(
-        std::iter::once("binlog-bridge".to_string()).chain(args),
-    );
-    binlog_bridge::telemetry::init(cli.log_format, &cli.log_level);
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let code = rt.block_on(binlog_bridge::cli::dispatch(cli));
-    let n = (0..=255u8)
-        .find(|n| ExitCode::from(*n) == code)
-        .unwrap_or(1);
-    std::process::exit(i32::from(n));
+    let mut c = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"));
+    c.args(args);
+    c
 }
 
 pub struct Bridges {
@@ -279,15 +190,10 @@ impl Bridges {
             self.config.to_string_lossy().into_owned(),
         ];
         all.extend(args.iter().map(|a| a.to_string()));
-        let mut out = command(&all)
+        command(&all)
             .env_remove("RUST_LOG")
             .output()
-            .expect("run binlog-bridge");
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if let Some((_, rest)) = text.split_once(&format!("{CHILD_MARKER}\n")) {
-            out.stdout = rest.as_bytes().to_vec();
-        }
-        out
+            .expect("run binlog-bridge")
     }
 
     /// `status --json`, parsed.

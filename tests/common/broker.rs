@@ -11,14 +11,43 @@ pub struct PrivateBroker {
     pub port: u16,
     dir: tempfile::TempDir,
     child: ChildGuard,
+    auth: bool,
 }
 
 impl PrivateBroker {
     pub fn start() -> PrivateBroker {
         let dir = tempfile::tempdir().expect("temp dir");
         let port = free_port();
-        let child = spawn(&dir.path().to_path_buf(), port);
-        PrivateBroker { port, dir, child }
+        let child = spawn(&dir.path().to_path_buf(), port, false);
+        PrivateBroker {
+            port,
+            dir,
+            child,
+            auth: false,
+        }
+    }
+
+    /// A broker that requires SASL SCRAM: `users` are `(name, password,
+    /// "scram256" | "scram512")`, created with `tansu user create` before the
+    /// broker is restarted with `--authentication`.
+    pub fn start_with_users(users: &[(&str, &str, &str)]) -> PrivateBroker {
+        let mut b = PrivateBroker::start();
+        for (name, password, mechanism) in users {
+            let out = Command::new(tansu_bin())
+                .args(["user", "create", "--broker"])
+                .arg(format!("tcp://127.0.0.1:{}", b.port))
+                .args(["--mechanism", mechanism, name, password])
+                .output()
+                .expect("run tansu user create");
+            assert!(
+                out.status.success(),
+                "tansu user create {name}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        b.auth = true;
+        b.restart();
+        b
     }
 
     pub fn brokers(&self) -> String {
@@ -38,11 +67,11 @@ impl PrivateBroker {
     /// Start it again on the same port and data.
     pub fn restart(&mut self) {
         self.child.kill();
-        self.child = spawn(&self.dir.path().to_path_buf(), self.port);
+        self.child = spawn(&self.dir.path().to_path_buf(), self.port, self.auth);
     }
 }
 
-fn spawn(dir: &PathBuf, port: u16) -> ChildGuard {
+fn spawn(dir: &PathBuf, port: u16, auth: bool) -> ChildGuard {
     let url = format!("tcp://127.0.0.1:{port}");
     let log = std::fs::File::create(dir.join("broker.log")).expect("broker log");
     let child = Command::new(tansu_bin())
@@ -55,6 +84,11 @@ fn spawn(dir: &PathBuf, port: u16) -> ChildGuard {
             &url,
         ])
         .args(["--storage-engine", "sqlite://broker.db"])
+        .args(if auth {
+            &["--authentication"][..]
+        } else {
+            &[][..]
+        })
         .stdout(Stdio::null())
         .stderr(log)
         .spawn()

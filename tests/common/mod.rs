@@ -10,7 +10,9 @@
 pub mod bridge;
 pub mod broker;
 pub mod etcd;
+pub mod ops;
 pub mod source;
+pub mod tls;
 
 #[allow(unused_imports)]
 pub use source::*;

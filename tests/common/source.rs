@@ -33,6 +33,11 @@ pub fn mysql_config(url: &str, server_id: u32, include: &[&str]) -> MysqlConfig 
         read_timeout_secs: 5,
         include: include.iter().map(|s| s.to_string()).collect(),
         exclude: vec![],
+        exclude_columns: vec![],
+        tls: Default::default(),
+        tls_ca_file: None,
+        tls_cert_file: None,
+        tls_key_file: None,
     }
 }
 

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Prints the benchmark table from the RESULT lines scripts/bench.sh collected.
+
+Usage: table.py RESULTS_FILE ROWS
+
+Each line of RESULTS_FILE is `NAME key=value ...` (see scripts/bench.sh).
+Every ratio is of two rates measured in the same run.
+"""
+
+import sys
+
+
+def load(path):
+    out = {}
+    with open(path) as f:
+        for line in f:
+            parts = line.split()
+            if not parts:
+                continue
+            kv = dict(p.split("=", 1) for p in parts[1:] if "=" in p)
+            out.setdefault(parts[0], []).append(kv)
+    return out
+
+
+def num(x):
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return None
+
+
+def rate(x):
+    return "-" if x is None else f"{x:,.0f}"
+
+
+def ratio(a, b):
+    return "-" if a is None or b is None or b == 0 else f"{a / b:.2f}x"
+
+
+def verdict(ok):
+    return "" if ok is None else (" (met)" if ok else " (missed)")
+
+
+def main():
+    if len(sys.argv) != 3:
+        print(__doc__, file=sys.stderr)
+        sys.exit(2)
+    r = load(sys.argv[1])
+    rows = int(sys.argv[2])
+    one = lambda name: (r.get(name) or [{}])[0]
+    names = {"a": f"(a) {rows} single-row inserts, 10 per txn",
+             "b": f"(b) one {rows}-row transaction",
+             "c": f"(c) {rows} mixed ins/upd/del, 20 cols"}
+    print(f"| measure | workload | ours | reference | ratio | target |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for w in "abc":
+        lim = one(f"limits_{w}")
+        if not lim:
+            continue
+        d_o, d_m = num(lim.get("decode_ours")), num(lim.get("decode_mariadb"))
+        p_s, p_p = num(lim.get("produce_sink")), num(lim.get("produce_plain"))
+        print(f"| decode limit (rows/s) | {names[w]} | {rate(d_o)} | mariadb-binlog -v {rate(d_m)} | {ratio(d_o, d_m)} | - |")
+        print(f"| produce limit (msg/s, {lim.get('bytes_per_msg', '?')} B/msg) | {names[w]} | sink {rate(p_s)} | plain rdkafka {rate(p_p)} | {ratio(p_s, p_p)} | - |")
+        ceiling = min(x for x in (d_o, p_p) if x is not None) if (d_o or p_p) else None
+        for mode in ("idempotent", "at-least-once"):
+            e = one(f"e2e_{w}_{mode}")
+            e_r = num(e.get("rate"))
+            ok = None if e_r is None or ceiling is None else e_r >= 0.7 * ceiling
+            print(f"| end-to-end {mode} (rows/s) | {names[w]} | {rate(e_r)} | min(decode, plain produce) {rate(ceiling)} | {ratio(e_r, ceiling)} | >= 0.70x{verdict(ok)} |")
+        base = one(f"e2e_{w}_idempotent-baseline")
+        if base:
+            b_r = num(base.get("rate"))
+            e_r = num(one(f"e2e_{w}_idempotent").get("rate"))
+            print(f"| end-to-end idempotent, this build vs --baseline build (rows/s) | {names[w]} | {rate(e_r)} | baseline {rate(b_r)} | {ratio(e_r, b_r)} | - |")
+        print(f"| end-to-end transactional | {names[w]} | not measurable here | - | - | tansu has no transactions (EndTxn unsupported); the mode is refused at startup |")
+        peer = one(f"peer_{w}")
+        if peer:
+            e_r = num(one(f"e2e_{w}_idempotent").get("rate"))
+            p_r = num(peer.get("rate"))
+            ok = None if e_r is None or p_r is None else e_r >= 5 * p_r
+            print(f"| vs peer (rows/s) | {names[w]} | idempotent {rate(e_r)} | python-mysql-replication + confluent-kafka {rate(p_r)} | {ratio(e_r, p_r)} | >= 5x{verdict(ok)} |")
+            e_c = num(one(f"e2e_{w}_idempotent").get("cpu_secs"))
+            p_c = num(peer.get("cpu_secs"))
+            if e_c and p_c:
+                ours_eff, peer_eff = rows / e_c, rows / p_c
+                print(f"| vs peer, rows per CPU-second (whole process) | {names[w]} | idempotent {rate(ours_eff)} | peer {rate(peer_eff)} | {ratio(ours_eff, peer_eff)} | - |")
+    lat = one("latency")
+    if lat.get("failed"):
+        print(f"| latency commit -> consumer (ms) | {lat.get('rate')} rows/s | FAILED (see target/bench/latency.log) | - | - | p99 <= 250 (not measured) |")
+    elif lat:
+        p99 = num(lat.get("p99_ms"))
+        print(f"| latency commit -> consumer (ms) | {lat.get('rate')} rows/s achieved, {lat.get('measured')} rows | p50 {lat.get('p50_ms')}, p99 {lat.get('p99_ms')}, max {lat.get('max_ms')} | - | - | p99 <= 250{verdict(None if p99 is None else p99 <= 250)} |")
+    for mode in ("idempotent", "at-least-once"):
+        e = one(f"e2e_b_{mode}")
+        if e.get("vmhwm_kb"):
+            mb = int(e["vmhwm_kb"]) / 1024
+            print(f"| peak RSS (VmHWM, MB) | (b) {mode} | {mb:.0f} | - | - | <= 150{verdict(mb <= 150)} |")
+    for fault in ("kill9", "sigterm"):
+        times = [x.get("took") for x in r.get(f"failover_{fault}", [])]
+        if times:
+            what = "kill -9 of the leader" if fault == "kill9" else "SIGTERM of the leader"
+            print(f"| failover takeover (s, seen by status polling) | {what} | {', '.join(times)} | - | - | - |")
+    for fault in ("kill9", "sigterm"):
+        d = one(f"failover_data_{fault}")
+        if d.get("stats"):
+            print(f"| failover gap in Kafka (ms min/median/p99/max: old leader's last message to new leader's first) | {fault} | {d['stats']} | - | - | - |")
+    v = one("failover_verify")
+    if v:
+        print(f"| failover run verified (every change exactly once) | chaos rounds | {'yes' if v.get('ok') == '1' else 'NO'} | - | - | - |")
+
+
+if __name__ == "__main__":
+    main()

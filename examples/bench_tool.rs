@@ -1,0 +1,708 @@
+//! The measuring half of `scripts/bench.sh`: each subcommand measures one
+//! row of the benchmark table and ends with one `RESULT key=value ...` line
+//! the script reads.
+//!
+//! - `limits FILE`: the two limits of the pipeline on the rows of one binlog
+//!   file. Decode: our decoder (checksums verified, every event into a
+//!   `ChangeEvent`) next to `mariadb-binlog -v FILE > /dev/null`. Produce: the
+//!   decoded events sent through [`KafkaSink`] next to a plain rdkafka
+//!   `FutureProducer` sending the same messages pre-encoded (same topic,
+//!   partition, key, value and headers, same producer settings and in-flight
+//!   window) to the same broker. Each side runs `--runs` times, alternating;
+//!   the best run of each side counts (decoding: at least three runs).
+//! - `watch`: while a `binlog-bridge run` streams a workload written before it
+//!   started, polls the high watermarks of the workload's topics until they
+//!   hold `--expect` messages; rows/s is counted from the first poll that
+//!   sees a message to the poll that sees the last one (the bridge's start-up,
+//!   election and fence wait are not in it). Then reads the bridge's peak
+//!   RSS (`VmHWM` in `/proc/PID/status`).
+//! - `latency`: writes rows at a fixed rate into a table the bridge streams,
+//!   each row stamped with the writer's clock just before its INSERT
+//!   (autocommit: the INSERT is the commit), while a consumer in the same
+//!   process reads the topic as it goes; latency is receipt minus stamp.
+//!
+//! ```text
+//! cargo run --release --example bench_tool -- limits FILE --brokers 127.0.0.1:9092
+//! ```
+
+use std::collections::VecDeque;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use binlog_bridge::config::KafkaConfig;
+use binlog_bridge::event::{ChangeEvent, EventKind, Position};
+use binlog_bridge::sink::format::{encode_key, encode_row, EncodeContext};
+use binlog_bridge::sink::producer::{producer_config, Producer};
+use binlog_bridge::sink::reconcile::partition_for;
+use binlog_bridge::sink::routing::render_topic;
+use binlog_bridge::sink::KafkaSink;
+use binlog_bridge::source::charset::Charsets;
+use binlog_bridge::source::{Decoder, TableFilter};
+use clap::{Parser, Subcommand};
+use mysql_async::prelude::Queryable;
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+type Error = Box<dyn std::error::Error>;
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Decode and produce limits on the rows of one binlog file.
+    Limits {
+        /// A binlog file (copied from the server's data directory).
+        file: String,
+        #[arg(long)]
+        brokers: String,
+        /// Runs of each side (alternating); the best counts.
+        #[arg(long, default_value_t = 2)]
+        runs: usize,
+    },
+    /// Time a running bridge until the topics hold the expected messages.
+    Watch {
+        #[arg(long)]
+        brokers: String,
+        /// Topics to sum (repeat).
+        #[arg(long, required = true)]
+        topic: Vec<String>,
+        #[arg(long)]
+        expect: i64,
+        /// The bridge's pid, for its peak RSS.
+        #[arg(long)]
+        pid: u32,
+        #[arg(long, default_value_t = 600)]
+        timeout_secs: u64,
+        #[arg(long, default_value_t = 20)]
+        interval_ms: u64,
+    },
+    /// Commit-to-consumer latency at a fixed rate.
+    Latency {
+        /// A MySQL URL that may write to --db.
+        #[arg(long)]
+        mysql: String,
+        #[arg(long)]
+        brokers: String,
+        /// Database holding table `lat` (created here; must be streamed by the bridge).
+        #[arg(long)]
+        db: String,
+        /// The topic the bridge writes `db.lat` to.
+        #[arg(long)]
+        topic: String,
+        /// Rows per second.
+        #[arg(long, default_value_t = 5000)]
+        rate: u64,
+        /// Rows per INSERT (one INSERT = one transaction).
+        #[arg(long, default_value_t = 10)]
+        batch: u64,
+        #[arg(long, default_value_t = 20)]
+        seconds: u64,
+        /// Rows stamped in the first seconds are left out of the percentiles.
+        #[arg(long, default_value_t = 3)]
+        warmup_secs: u64,
+    },
+    /// Create the `lat` table and its topic for `latency`, before the bridge
+    /// starts (tansu's sqlite storage has been seen to fail when two clients
+    /// create one topic at once).
+    LatencyTable {
+        #[arg(long)]
+        mysql: String,
+        #[arg(long)]
+        db: String,
+        #[arg(long)]
+        brokers: String,
+        #[arg(long)]
+        topic: String,
+    },
+}
+
+fn now_us() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+// ---------------------------------------------------------------- limits
+
+/// Decodes every event of a binlog file; returns the events and the time taken.
+fn decode(bytes: &[u8], name: &str) -> Result<(Vec<ChangeEvent>, Duration), Error> {
+    if bytes.get(..4) != Some(&[0xfe, b'b', b'i', b'n']) {
+        return Err(format!("{name} is not a binlog file (bad magic)").into());
+    }
+    let mut out = Vec::new();
+    let start = Instant::now();
+    let mut d = Decoder::new(Arc::new(Charsets::default()), TableFilter::default(), true);
+    d.resume_at(&Position::new(name, 4));
+    let mut at = 4usize;
+    while at + 19 <= bytes.len() {
+        let size = u32::from_le_bytes([
+            bytes[at + 9],
+            bytes[at + 10],
+            bytes[at + 11],
+            bytes[at + 12],
+        ]) as usize;
+        let Some(ev) = bytes.get(at..at + size) else {
+            return Err(format!("{name}: truncated event at offset {at}").into());
+        };
+        d.feed(ev)
+            .map_err(|e| format!("{name}: offset {at}: {e}"))?;
+        while let Some(ev) = d.pop() {
+            out.push(ev);
+        }
+        at += size.max(19);
+    }
+    Ok((out, start.elapsed()))
+}
+
+fn rows_of(evs: &[ChangeEvent]) -> usize {
+    evs.iter()
+        .filter(|e| matches!(e.kind, EventKind::Row(_)))
+        .count()
+}
+
+struct Plain {
+    topic: String,
+    partition: i32,
+    key: Vec<u8>,
+    value: Vec<u8>,
+    position: String,
+    gtid: Option<String>,
+}
+
+/// The messages the sink would send for `evs`, pre-encoded.
+fn pre_encode(
+    cfg: &KafkaConfig,
+    evs: &[ChangeEvent],
+    partitions: usize,
+) -> Result<Vec<Plain>, Error> {
+    let ctx = EncodeContext {
+        pipeline: "bench",
+        now_ms: 0,
+        last_in_txn: true,
+        schema_include: false,
+    };
+    let mut out = Vec::with_capacity(evs.len());
+    for ev in evs {
+        let EventKind::Row(r) = &ev.kind else {
+            continue;
+        };
+        let value = encode_row(cfg.format, r, &ev.txn, &ev.position, &ctx)?;
+        let image = r.after.as_deref().or(r.before.as_deref()).unwrap_or(&[]);
+        let key = encode_key(cfg.format, &r.table, image, &r.table.primary_key);
+        out.push(Plain {
+            topic: render_topic(&cfg.topic, &r.table.database, &r.table.table, "bench"),
+            partition: partition_for(Some(&key), partitions),
+            key,
+            value,
+            position: ev.position.to_string(),
+            gtid: ev.position.gtid.clone(),
+        });
+    }
+    Ok(out)
+}
+
+fn kafka_cfg(brokers: &str, tag: &str) -> KafkaConfig {
+    let stamp = now_us();
+    KafkaConfig {
+        brokers: brokers.into(),
+        topic: format!("limits-{tag}-{stamp}.{{db}}.{{table}}"),
+        schema_topic: format!("limits-{tag}-{stamp}.schema"),
+        ..KafkaConfig::default()
+    }
+}
+
+async fn create_topics(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<(), Error> {
+    let mut p = Producer::connect(cfg).await?;
+    let mut done = std::collections::HashSet::new();
+    for ev in evs {
+        if let EventKind::Row(r) = &ev.kind {
+            let t = render_topic(&cfg.topic, &r.table.database, &r.table.table, "bench");
+            if done.insert(t.clone()) {
+                p.ensure_topic(&t).await?;
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error> {
+    let producer: FutureProducer = producer_config(cfg).create()?;
+    let window = cfg.max_in_flight as usize;
+    let mut pending: VecDeque<rdkafka::producer::DeliveryFuture> = VecDeque::with_capacity(window);
+    let start = Instant::now();
+    for m in msgs {
+        while pending.len() >= window {
+            if let Some(f) = pending.pop_front() {
+                f.await?.map_err(|(e, _)| e)?;
+            }
+        }
+        let mut headers = OwnedHeaders::new_with_capacity(4)
+            .insert(Header {
+                key: "bb.position",
+                value: Some(&m.position[..]),
+            })
+            .insert(Header {
+                key: "bb.pipeline",
+                value: Some("bench"),
+            })
+            .insert(Header {
+                key: "bb.epoch",
+                value: Some("1"),
+            });
+        if let Some(g) = &m.gtid {
+            headers = headers.insert(Header {
+                key: "bb.gtid-state",
+                value: Some(&g[..]),
+            });
+        }
+        loop {
+            let rec = FutureRecord::to(&m.topic)
+                .partition(m.partition)
+                .key(&m.key)
+                .payload(&m.value)
+                .headers(headers.clone());
+            match producer.send_result(rec) {
+                Ok(f) => {
+                    pending.push_back(f);
+                    break;
+                }
+                Err((
+                    rdkafka::error::KafkaError::MessageProduction(
+                        rdkafka::types::RDKafkaErrorCode::QueueFull,
+                    ),
+                    _,
+                )) => match pending.pop_front() {
+                    Some(f) => {
+                        f.await?.map_err(|(e, _)| e)?;
+                    }
+                    None => tokio::time::sleep(Duration::from_millis(5)).await,
+                },
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+    for f in pending {
+        f.await?.map_err(|(e, _)| e)?;
+    }
+    Ok(start.elapsed())
+}
+
+async fn run_sink(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<Duration, Error> {
+    let mut sink = KafkaSink::new(cfg, "bench", 1).await?;
+    let start = Instant::now();
+    for ev in evs {
+        sink.send(ev).await?;
+    }
+    sink.flush(Duration::from_secs(600)).await?;
+    Ok(start.elapsed())
+}
+
+fn mariadb_binlog(path: &str) -> Result<Duration, Error> {
+    let t = Instant::now();
+    let status = Command::new("mariadb-binlog")
+        .arg("-v")
+        .arg(path)
+        .stdout(Stdio::null())
+        .status()
+        .map_err(|e| format!("cannot run mariadb-binlog (install mariadb-client): {e}"))?;
+    if !status.success() {
+        return Err(format!("mariadb-binlog -v {path} failed: {status}").into());
+    }
+    Ok(t.elapsed())
+}
+
+async fn limits(path: &str, brokers: &str, runs: usize) -> Result<(), Error> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+    let name = std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let runs = runs.max(1);
+    let (mut ours, mut theirs) = (Duration::MAX, Duration::MAX);
+    let mut evs = Vec::new();
+    // Decoding takes well under a second: one run is mostly noise on a
+    // shared machine, so take the best of at least three.
+    for _ in 0..runs.max(3) {
+        evs.clear();
+        let (e, t) = decode(&bytes, &name)?;
+        evs = e;
+        ours = ours.min(t);
+        theirs = theirs.min(mariadb_binlog(path)?);
+    }
+    let rows = rows_of(&evs);
+    if rows == 0 {
+        return Err(format!("{path} holds no row events").into());
+    }
+    let per_s = |d: Duration| rows as f64 / d.as_secs_f64();
+    println!(
+        "decode {path} ({} bytes, {rows} rows): ours {:.0} rows/s, mariadb-binlog -v {:.0} rows/s",
+        bytes.len(),
+        per_s(ours),
+        per_s(theirs)
+    );
+
+    let (mut plain_best, mut sink_best) = (Duration::MAX, Duration::MAX);
+    let mut msg_bytes = 0usize;
+    for round in 0..runs {
+        let cfg = kafka_cfg(brokers, &format!("plain{round}"));
+        create_topics(&cfg, &evs).await?;
+        let msgs = pre_encode(&cfg, &evs, cfg.partitions as usize)?;
+        msg_bytes = msgs.iter().map(|m| m.key.len() + m.value.len()).sum();
+        let p = run_plain(&cfg, &msgs).await?;
+        drop(msgs);
+        let cfg = kafka_cfg(brokers, &format!("sink{round}"));
+        create_topics(&cfg, &evs).await?;
+        let s = run_sink(&cfg, &evs).await?;
+        println!(
+            "produce round {round}: plain {:.0} msg/s ({:.2} s), sink {:.0} msg/s ({:.2} s)",
+            per_s(p),
+            p.as_secs_f64(),
+            per_s(s),
+            s.as_secs_f64()
+        );
+        plain_best = plain_best.min(p);
+        sink_best = sink_best.min(s);
+    }
+    println!(
+        "RESULT rows={rows} bytes_per_msg={:.0} decode_ours={:.0} decode_mariadb={:.0} produce_plain={:.0} produce_sink={:.0}",
+        msg_bytes as f64 / rows as f64,
+        per_s(ours),
+        per_s(theirs),
+        per_s(plain_best),
+        per_s(sink_best)
+    );
+    Ok(())
+}
+
+// ---------------------------------------------------------------- watch
+
+fn vm_hwm_kb(pid: u32) -> Option<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU seconds the process has used so far.
+fn cpu_secs(pid: u32) -> Option<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = &s[s.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    let tck = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .parse::<f64>()
+                .ok()
+        })
+        .unwrap_or(100.0);
+    Some((utime + stime) / tck)
+}
+
+fn watermark_sum(c: &BaseConsumer, topics: &[String]) -> i64 {
+    let mut sum = 0;
+    for t in topics {
+        let Ok(md) = c.fetch_metadata(Some(t), Duration::from_secs(5)) else {
+            continue;
+        };
+        let Some(mt) = md.topics().first() else {
+            continue;
+        };
+        for p in mt.partitions() {
+            if let Ok((lo, hi)) = c.fetch_watermarks(t, p.id(), Duration::from_secs(5)) {
+                sum += hi - lo;
+            }
+        }
+    }
+    sum
+}
+
+fn watch(
+    brokers: &str,
+    topics: &[String],
+    expect: i64,
+    pid: u32,
+    timeout: Duration,
+    interval: Duration,
+) -> Result<(), Error> {
+    let c: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "bench-watch")
+        .set("allow.auto.create.topics", "false")
+        .create()?;
+    let deadline = Instant::now() + timeout;
+    let mut first: Option<(Instant, i64)> = None;
+    let mut last_sum = 0;
+    loop {
+        let sum = watermark_sum(&c, topics);
+        let at = Instant::now();
+        if sum > 0 && first.is_none() {
+            first = Some((at, sum));
+        }
+        if sum >= expect {
+            let (t0, n0) = first.unwrap_or((at, sum));
+            let secs = at.duration_since(t0).as_secs_f64();
+            let rate = if secs > 0.0 {
+                (sum - n0) as f64 / secs
+            } else {
+                f64::NAN
+            };
+            let hwm = vm_hwm_kb(pid)
+                .ok_or_else(|| format!("bridge pid {pid} is gone: no VmHWM to read"))?;
+            let cpu = cpu_secs(pid)
+                .ok_or_else(|| format!("bridge pid {pid} is gone: no CPU time to read"))?;
+            println!(
+                "RESULT messages={sum} first_seen={n0} secs={secs:.3} rate={rate:.0} vmhwm_kb={hwm} cpu_secs={cpu:.2}"
+            );
+            if sum > expect {
+                eprintln!("watch: {sum} messages, more than the {expect} expected");
+            }
+            return Ok(());
+        }
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(
+                format!("the bridge (pid {pid}) exited after {sum} of {expect} messages").into(),
+            );
+        }
+        if at >= deadline {
+            return Err(format!(
+                "timed out after {timeout:?}: {sum} of {expect} messages (last poll before: {last_sum})"
+            )
+            .into());
+        }
+        last_sum = sum;
+        std::thread::sleep(interval);
+    }
+}
+
+// ---------------------------------------------------------------- latency
+
+async fn latency_table(mysql: &str, db: &str, brokers: &str, topic: &str) -> Result<(), Error> {
+    let mut conn = mysql_async::Conn::from_url(mysql).await?;
+    conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS `{db}`"))
+        .await?;
+    conn.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS `{db}`.lat (id BIGINT PRIMARY KEY, ts_us BIGINT NOT NULL, pad VARCHAR(64))"
+    ))
+    .await?;
+    conn.disconnect().await?;
+    let cfg = KafkaConfig {
+        brokers: brokers.into(),
+        ..KafkaConfig::default()
+    };
+    Producer::connect(&cfg).await?.ensure_topic(topic).await?;
+    Ok(())
+}
+
+fn percentile(sorted: &[i64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)] as f64
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn latency(
+    mysql: &str,
+    brokers: &str,
+    db: &str,
+    topic: &str,
+    rate: u64,
+    batch: u64,
+    seconds: u64,
+    warmup: u64,
+) -> Result<(), Error> {
+    let batch = batch.max(1);
+    let cfg = KafkaConfig {
+        brokers: brokers.into(),
+        ..KafkaConfig::default()
+    };
+    let partitions = Producer::connect(&cfg)
+        .await?
+        .partition_count(topic)
+        .await?
+        .ok_or_else(|| format!("topic {topic} does not exist: run latency-table first"))?;
+    let consumer: StreamConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("bench-latency-{}", now_us()))
+        .set("enable.auto.commit", "false")
+        // A consumer reading as it goes: do not let the broker hold a fetch long.
+        .set("fetch.wait.max.ms", "10")
+        .create()?;
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p as i32, Offset::Beginning)?;
+    }
+    consumer.assign(&tpl)?;
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(i64, i64)>();
+    let reader = tokio::spawn(async move {
+        loop {
+            let m = match consumer.recv().await {
+                Ok(m) => m,
+                Err(e) => return Err::<(), String>(format!("consumer: {e}")),
+            };
+            let got = now_us();
+            let Some(v) = m.payload() else { continue };
+            let j: serde_json::Value =
+                serde_json::from_slice(v).map_err(|e| format!("not JSON: {e}"))?;
+            let Some(ts) = j["after"]["ts_us"]
+                .as_i64()
+                .or_else(|| j["after"]["ts_us"].as_str().and_then(|s| s.parse().ok()))
+            else {
+                return Err(format!("message without after.ts_us: {j}"));
+            };
+            if tx.send((ts, got - ts)).is_err() {
+                return Ok(());
+            }
+        }
+    });
+
+    let mut conn = mysql_async::Conn::from_url(mysql).await?;
+    let interval = Duration::from_secs_f64(batch as f64 / rate.max(1) as f64);
+    let mut tick = tokio::time::interval(interval);
+    let start = Instant::now();
+    let start_us = now_us();
+    let warm_end_us = start_us + warmup as i64 * 1_000_000;
+    let mut id = 0u64;
+    let mut stamps_after_warmup = 0u64;
+    while start.elapsed() < Duration::from_secs(seconds) {
+        tick.tick().await;
+        let ts = now_us();
+        let mut sql = format!("INSERT INTO `{db}`.lat (id, ts_us, pad) VALUES ");
+        for i in 0..batch {
+            id += 1;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("({id},{ts},'payload-{id}')"));
+        }
+        conn.query_drop(sql).await?;
+        if ts >= warm_end_us {
+            stamps_after_warmup += batch;
+        }
+    }
+    let wrote = id;
+    let write_secs = start.elapsed().as_secs_f64();
+    conn.disconnect().await?;
+
+    // Collect until every row arrived (or 60 s pass).
+    let mut measured = Vec::with_capacity(wrote as usize);
+    let mut received = 0u64;
+    let until = Instant::now() + Duration::from_secs(60);
+    while received < wrote {
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, rx.recv()).await {
+            Ok(Some((ts, l))) => {
+                received += 1;
+                // Rows stamped during the warm-up are left out.
+                if ts >= warm_end_us {
+                    measured.push(l);
+                }
+            }
+            Ok(None) => {
+                return Err(match reader.await {
+                    Ok(Err(e)) => e.into(),
+                    other => format!("the consumer stopped: {other:?}").into(),
+                })
+            }
+            Err(_) => break,
+        }
+    }
+    reader.abort();
+    if received < wrote {
+        return Err(
+            format!("only {received} of {wrote} rows reached the consumer within 60 s").into(),
+        );
+    }
+    if measured.len() as u64 != stamps_after_warmup {
+        return Err(format!(
+            "{} rows stamped after the warm-up were written, {} received",
+            stamps_after_warmup,
+            measured.len()
+        )
+        .into());
+    }
+    measured.sort_unstable();
+    let ms = |us: f64| us / 1000.0;
+    println!(
+        "RESULT rows={wrote} rate={:.0} measured={} p50_ms={:.1} p99_ms={:.1} max_ms={:.1}",
+        wrote as f64 / write_secs,
+        measured.len(),
+        ms(percentile(&measured, 0.50)),
+        ms(percentile(&measured, 0.99)),
+        ms(percentile(&measured, 1.0)),
+    );
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Limits {
+            file,
+            brokers,
+            runs,
+        } => limits(&file, &brokers, runs).await,
+        Cmd::Watch {
+            brokers,
+            topic,
+            expect,
+            pid,
+            timeout_secs,
+            interval_ms,
+        } => watch(
+            &brokers,
+            &topic,
+            expect,
+            pid,
+            Duration::from_secs(timeout_secs),
+            Duration::from_millis(interval_ms),
+        ),
+        Cmd::Latency {
+            mysql,
+            brokers,
+            db,
+            topic,
+            rate,
+            batch,
+            seconds,
+            warmup_secs,
+        } => {
+            latency(
+                &mysql,
+                &brokers,
+                &db,
+                &topic,
+                rate,
+                batch,
+                seconds,
+                warmup_secs,
+            )
+            .await
+        }
+        Cmd::LatencyTable {
+            mysql,
+            db,
+            brokers,
+            topic,
+        } => latency_table(&mysql, &db, &brokers, &topic).await,
+    };
+    if let Err(e) = r {
+        eprintln!("bench_tool: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,340 @@
+#!/usr/bin/env bash
+# Benchmarks: one table of throughput, latency, memory and failover, measured
+# side by side in one run and printed as ratios (these machines are noisy;
+# only ratios from one run mean anything).
+#
+#   bash scripts/bench.sh [--rows N] [--quick] [--workloads "a b c"] [--limit-runs N]
+#                         [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]
+#
+# --rows N (default 1000000) sizes every workload; --quick is a smoke run
+# (20000 rows, one run per limit, a short latency run, two failover rounds).
+# --workloads picks some of (a), (b), (c); --limit-runs (default 2) is how
+# many times each limit is measured (the best run counts). --baseline BIN
+# also runs each end-to-end idempotent workload with another binlog-bridge
+# binary (e.g. a build before a change) for a before/after ratio.
+# Starts its own MariaDB, 3-member etcd and tansu broker (scripts/dev-env.sh,
+# data in target/bench/) on its own ports and stops them at the end:
+# BB_BENCH_MYSQL_PORT (13316), BB_BENCH_ETCD_PORT_BASE (12419: clients
+# 12419/13419/14419), BB_BENCH_KAFKA_PORT (19102), BB_BENCH_HTTP_PORT (19196);
+# the failover rounds run scripts/chaos.sh on BB_BENCH_CHAOS_MYSQL_PORT
+# (13326), BB_BENCH_CHAOS_ETCD_PORT_BASE (12439), BB_BENCH_CHAOS_KAFKA_PORT
+# (19112), BB_BENCH_CHAOS_HTTP_BASE (19206). BB_BENCH_DIR moves the data.
+#
+# What each row measures:
+# - limits (examples/bench_tool.rs `limits`): on the binlog file each workload
+#   wrote, our decoder vs `mariadb-binlog -v`, and our sink vs a plain rdkafka
+#   producer sending the same messages pre-encoded, to the same broker.
+# - end-to-end: the workload is written first, then `binlog-bridge run`
+#   starts from the position before it; rows/s from the first message seen
+#   in Kafka to the last one acknowledged (topic high watermarks polled every
+#   20 ms; start-up, election and fence wait are not counted).
+# - peer: bench/peer.py (python-mysql-replication + confluent-kafka) from the
+#   same position to the same broker; first row read to last delivery.
+# - latency: rows written at a fixed rate while the bridge streams and a
+#   consumer reads; receipt time minus the writer's clock at the INSERT.
+# - memory: the bridge's VmHWM after workload (b).
+# - failover: takeover times of scripts/chaos.sh rounds (kill -9 and SIGTERM).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+ROWS=1000000
+QUICK=0
+SKIP_PEER=0
+SKIP_FAILOVER=0
+KEEP_ENV=0
+WORKLOADS="a b c"
+SKIP_LATENCY=0
+LIMIT_RUNS=
+BASELINE=
+usage() {
+  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
+  exit 2
+}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --rows) [[ "${2:-}" =~ ^[0-9]+$ ]] && [ "$2" -ge 100 ] || { echo "--rows needs a number >= 100" >&2; exit 2; }; ROWS=$2; shift 2 ;;
+    --quick) QUICK=1; shift ;;
+    --workloads) [[ "${2:-}" =~ ^[abc]( [abc])*$ ]] || { echo "--workloads takes a space-separated list of a, b, c" >&2; exit 2; }; WORKLOADS=$2; shift 2 ;;
+    --limit-runs) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "--limit-runs needs a number >= 1" >&2; exit 2; }; LIMIT_RUNS=$2; shift 2 ;;
+    --baseline) [ -x "${2:-}" ] || { echo "--baseline needs an executable binlog-bridge binary" >&2; exit 2; }; BASELINE=$(realpath "$2"); shift 2 ;;
+    --skip-peer) SKIP_PEER=1; shift ;;
+    --skip-latency) SKIP_LATENCY=1; shift ;;
+    --skip-failover) SKIP_FAILOVER=1; shift ;;
+    --keep-env) KEEP_ENV=1; shift ;;
+    *) usage ;;
+  esac
+done
+# 2000 rows/s: the test broker (tansu on sqlite) acknowledges about 5000
+# messages/s on its own here, less while a consumer reads; at 5000 rows/s the
+# latency would be the broker's queue. BB_BENCH_LATENCY_RATE sets another.
+LAT_SECS=20 LAT_RATE=${BB_BENCH_LATENCY_RATE:-2000} CHAOS_ROUNDS=4
+if [ "$QUICK" = 1 ]; then
+  ROWS=20000 LIMIT_RUNS=${LIMIT_RUNS:-1} LAT_SECS=8 CHAOS_ROUNDS=2
+fi
+LIMIT_RUNS=${LIMIT_RUNS:-2}
+ROWS=$((ROWS / 10 * 10)) # workload (c) writes transactions of ten changes
+
+say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { say "error: $*"; exit 1; }
+
+DIR=${BB_BENCH_DIR:-$ROOT/target/bench}
+export BB_DEV_DIR=$DIR/env
+export BB_MYSQL_PORT=${BB_BENCH_MYSQL_PORT:-13316}
+export BB_ETCD_PORT_BASE=${BB_BENCH_ETCD_PORT_BASE:-12419}
+export BB_KAFKA_PORT=${BB_BENCH_KAFKA_PORT:-19102}
+HTTP_PORT=${BB_BENCH_HTTP_PORT:-19196}
+ENV_SH="bash $ROOT/scripts/dev-env.sh"
+VENV=${BB_CACHE_DIR:-$HOME/.cache/binlog-bridge}/bench-venv
+
+$ENV_SH down >/dev/null 2>&1 || true
+rm -rf "$DIR" && mkdir -p "$DIR"
+RESULTS=$DIR/results.txt
+: >"$RESULTS"
+record() { echo "$*" >>"$RESULTS"; } # ROW key=value ...
+
+say "building (release)"
+cargo build -q --release --bin binlog-bridge --example bench_tool
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+BIN=$TARGET/release/binlog-bridge
+TOOL=$TARGET/release/examples/bench_tool
+
+if [ "$SKIP_PEER" = 0 ] && ! "$VENV/bin/python" -c 'import pymysqlreplication, confluent_kafka' 2>/dev/null; then
+  say "creating the peer's venv in $VENV"
+  python3 -m venv "$VENV" || die "python3 -m venv failed (apt-get install python3-venv)"
+  "$VENV/bin/pip" install -q mysql-replication==1.0.17 confluent-kafka==2.16.1 || die "pip install failed"
+fi
+
+BRIDGE_PID=
+cleanup() {
+  [ -z "$BRIDGE_PID" ] || kill -KILL "$BRIDGE_PID" 2>/dev/null || true
+  [ "$KEEP_ENV" = 1 ] || $ENV_SH down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+
+$ENV_SH up >"$DIR/env-up.log" 2>&1 || { cat "$DIR/env-up.log"; exit 1; }
+eval "$($ENV_SH env)"
+sql() { mariadb --defaults-file="$BB_MYSQL_CNF" -N -e "$1"; }
+sql_in() { mariadb --defaults-file="$BB_MYSQL_CNF" -N; }
+# The workloads are written before the bridge reads them; make writing cheap.
+sql "SET GLOBAL innodb_flush_log_at_trx_commit=0; SET GLOBAL sync_binlog=0; SET GLOBAL max_binlog_size=1073741824"
+DATADIR=$(sql "SELECT @@datadir")
+
+# ------------------------------------------------------------------ workloads
+TEN_COLS="id INT PRIMARY KEY, k BIGINT UNSIGNED, m MEDIUMINT, name VARCHAR(40), price DECIMAL(12,2),
+  at DATETIME(3), d DATE, f DOUBLE, flag TINYINT, note TEXT"
+ten_values() { # EXPR for the row number
+  echo "$1, $1 * 7919, CAST($1 % 8388607 AS SIGNED) - 4000000, CONCAT('name-', $1), $1 / 100,
+    '2024-01-01 00:00:00.123' + INTERVAL $1 SECOND, '2024-01-01' + INTERVAL ($1 % 3650) DAY,
+    $1 / 3, $1 % 2, IF($1 % 10 = 0, NULL, REPEAT('n', $1 % 50))"
+}
+TWENTY_COLS="id INT PRIMARY KEY, c_tiny TINYINT, c_small SMALLINT, c_medium MEDIUMINT, c_uint INT UNSIGNED,
+  c_big BIGINT, c_float FLOAT, c_double DOUBLE, c_dec DECIMAL(12,2), c_char CHAR(8), c_vc VARCHAR(40),
+  c_text TEXT, c_date DATE, c_time TIME(3), c_dtm DATETIME(6), c_ts TIMESTAMP(3) NULL, c_year YEAR,
+  c_enum ENUM('new','paid','sent'), c_bit BIT(8), c_json JSON"
+twenty_values() { # EXPR
+  echo "$1, $1 % 128, $1 % 32768, $1 % 8388608, $1 * 3, $1 * 1000003, $1 / 7, $1 / 9, $1 / 100,
+    CONCAT('c', $1 % 1000), CONCAT('vc-', $1), REPEAT('t', $1 % 40), '2024-01-01' + INTERVAL ($1 % 3650) DAY,
+    SEC_TO_TIME($1 % 86400) + INTERVAL 0.123 SECOND, '2024-01-01 00:00:00.000001' + INTERVAL $1 SECOND,
+    '2024-01-01 00:00:00.5' + INTERVAL $1 SECOND, 2000 + $1 % 100, 1 + $1 % 3, $1 % 256,
+    JSON_OBJECT('n', $1, 's', 'x')"
+}
+
+write_workload() { # a|b|c
+  case "$1" in
+    a) # ROWS single-row INSERT statements, ten per transaction
+      sql_in <<SQL
+        CREATE DATABASE bench_a; CREATE TABLE bench_a.t ($TEN_COLS) DEFAULT CHARSET=utf8mb4;
+        DELIMITER //
+        CREATE PROCEDURE bench_a.fill(n INT) BEGIN
+          DECLARE i INT DEFAULT 1;
+          START TRANSACTION;
+          WHILE i <= n DO
+            INSERT INTO bench_a.t VALUES ($(ten_values i));
+            IF i % 10 = 0 THEN COMMIT; START TRANSACTION; END IF;
+            SET i = i + 1;
+          END WHILE;
+          COMMIT;
+        END//
+        DELIMITER ;
+        CALL bench_a.fill($ROWS);
+SQL
+      ;;
+    b) # one transaction of ROWS rows
+      sql "CREATE DATABASE bench_b; CREATE TABLE bench_b.t ($TEN_COLS) DEFAULT CHARSET=utf8mb4;
+        INSERT INTO bench_b.t SELECT $(ten_values seq) FROM bench_b.seq_1_to_$ROWS" ;;
+    c) # transactions of 6 inserts, 3 updates, 1 delete; 20 columns of mixed types
+      sql_in <<SQL
+        CREATE DATABASE bench_c; CREATE TABLE bench_c.m ($TWENTY_COLS) DEFAULT CHARSET=utf8mb4;
+        DELIMITER //
+        CREATE PROCEDURE bench_c.fill(n INT) BEGIN
+          DECLARE j INT DEFAULT 0;
+          DECLARE k INT;
+          WHILE j * 10 < n DO
+            START TRANSACTION;
+            SET k = 1;
+            WHILE k <= 6 DO
+              INSERT INTO bench_c.m VALUES ($(twenty_values "(j * 6 + k)"));
+              SET k = k + 1;
+            END WHILE;
+            UPDATE bench_c.m SET c_vc = CONCAT('upd-', j), c_big = c_big + 1, c_json = JSON_OBJECT('u', j) WHERE id = j * 6 + 1;
+            UPDATE bench_c.m SET c_dec = c_dec + 1, c_enum = 'sent' WHERE id = j * 6 + 2;
+            UPDATE bench_c.m SET c_text = 'updated', c_ts = c_ts + INTERVAL 1 SECOND WHERE id = j * 6 + 3;
+            DELETE FROM bench_c.m WHERE id = j * 6 + 4;
+            COMMIT;
+            SET j = j + 1;
+          END WHILE;
+        END//
+        DELIMITER ;
+        CALL bench_c.fill($ROWS);
+SQL
+      ;;
+  esac
+}
+
+# ------------------------------------------------------------------ the bridge
+# A 10 s lease: idempotent delivery bounds message.timeout.ms by half the
+# lease, and with the default 2 s lease (1 s timeout) a broker stall over 1 s
+# times a message out; the leader then steps down and replays, and tansu
+# 0.6.0 answers the producer's epoch bump with a panic in its storage task
+# (lite.rs:503) and serves nothing more. Throughput is measured here; takeover
+# times come from the chaos rounds (1 s lease). BB_BENCH_LEASE_TTL sets another.
+LEASE_TTL=${BB_BENCH_LEASE_TTL:-10}
+bridge_config() { # FILE NAME START DELIVERY INCLUDE TOPIC_PREFIX
+  cat >"$1" <<EOF
+[mysql]
+url = "$BB_MYSQL_URL"
+server_id = 3901
+start = "$3"
+include = ["$5"]
+
+[etcd]
+endpoints = ["${BB_ETCD_ENDPOINTS//,/\", \"}"]
+pipeline = "$2"
+lease_ttl_secs = $LEASE_TTL
+
+[kafka]
+brokers = "$BB_KAFKA_BROKERS"
+topic = "$6.{db}.{table}"
+schema_topic = "$6.schema-changes"
+format = "debezium"
+delivery = "$4"
+
+[http]
+listen = "127.0.0.1:$HTTP_PORT"
+EOF
+}
+
+start_bridge() { # CONFIG LOG [BINARY]
+  "${3:-$BIN}" --config "$1" run >"$2" 2>&1 &
+  BRIDGE_PID=$!
+}
+
+stop_bridge() {
+  [ -n "$BRIDGE_PID" ] || return 0
+  kill -TERM "$BRIDGE_PID" 2>/dev/null || true
+  local i
+  for ((i = 0; i < 100; i++)); do kill -0 "$BRIDGE_PID" 2>/dev/null || break; sleep 0.1; done
+  kill -KILL "$BRIDGE_PID" 2>/dev/null || true
+  wait "$BRIDGE_PID" 2>/dev/null || true
+  BRIDGE_PID=
+}
+
+wait_streaming() { # waits up to 30 s for /status to say streaming
+  local i
+  for ((i = 0; i < 300; i++)); do
+    if python3 -c "import json,sys,urllib.request as u; s=json.load(u.urlopen('http://127.0.0.1:$HTTP_PORT/status', timeout=1)); sys.exit(0 if s.get('streaming') else 1)" 2>/dev/null; then
+      return 0
+    fi
+    kill -0 "$BRIDGE_PID" 2>/dev/null || return 1
+    sleep 0.1
+  done
+  return 1
+}
+
+# ------------------------------------------------------------------ runs
+for w in $WORKLOADS; do
+  sql "FLUSH BINARY LOGS"
+  read -r FILE POS < <(sql "SHOW MASTER STATUS" | cut -f1,2)
+  say "workload ($w): writing $ROWS row changes from $FILE:$POS"
+  t0=$(date +%s.%N)
+  write_workload "$w"
+  sql "FLUSH BINARY LOGS"
+  say "workload ($w) written in $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
+  cp "$DATADIR/$FILE" "$DIR/$w.binlog"
+
+  say "workload ($w): decode and produce limits"
+  out=$("$TOOL" limits "$DIR/$w.binlog" --brokers "$BB_KAFKA_BROKERS" --runs "$LIMIT_RUNS") || die "limits ($w) failed"
+  echo "$out" >&2
+  res=$(grep '^RESULT' <<<"$out")
+  record "limits_$w ${res#RESULT }"
+  grep -q "rows=$ROWS " <<<"$res" || die "workload ($w): the binlog holds $(grep -o 'rows=[0-9]*' <<<"$res"), expected $ROWS"
+
+  case $w in a | b) table=t ;; c) table=m ;; esac
+  runs="idempotent at-least-once"
+  [ -z "$BASELINE" ] || runs="$runs idempotent-baseline"
+  for run in $runs; do
+    mode=${run%-baseline}
+    bin=$BIN
+    [ "$run" = "$mode" ] || bin=$BASELINE
+    tag="e2e-$w-$run"
+    bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
+    start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
+    say "workload ($w): bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
+    out=$("$TOOL" watch --brokers "$BB_KAFKA_BROKERS" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID") ||
+      die "end-to-end ($w, $mode) failed; see $DIR/$tag.log"
+    echo "$out" >&2
+    record "e2e_${w}_$run ${out#RESULT }"
+    stop_bridge
+  done
+
+  if [ "$SKIP_PEER" = 0 ]; then
+    say "workload ($w): peer (python-mysql-replication + confluent-kafka)"
+    out=$("$VENV/bin/python" "$ROOT/bench/peer.py" --mysql-port "$BB_MYSQL_PORT" --file "$FILE" --pos "$POS" \
+      --db "bench_$w" --expect "$ROWS" --brokers "$BB_KAFKA_BROKERS" --topic-prefix "peer-$w" 2>"$DIR/peer-$w.log") ||
+      die "peer ($w) failed; see $DIR/peer-$w.log"
+    echo "$out" >&2
+    record "peer_$w ${out#RESULT }"
+  fi
+done
+
+if [ "$SKIP_LATENCY" = 0 ]; then
+  say "latency: $LAT_RATE rows/s for $LAT_SECS s while the bridge streams"
+  "$TOOL" latency-table --mysql "$BB_MYSQL_ADMIN_URL" --db bench_lat --brokers "$BB_KAFKA_BROKERS" \
+    --topic lat.bench_lat.lat || die "cannot create the latency table or topic"
+  bridge_config "$DIR/latency.toml" "bench-latency" "latest" "idempotent" "bench_lat.*" "lat"
+  start_bridge "$DIR/latency.toml" "$DIR/latency.log"
+  wait_streaming || die "the bridge did not start streaming; see $DIR/latency.log"
+  if out=$("$TOOL" latency --mysql "$BB_MYSQL_ADMIN_URL" --brokers "$BB_KAFKA_BROKERS" --db bench_lat \
+    --topic lat.bench_lat.lat --rate "$LAT_RATE" --seconds "$LAT_SECS"); then
+    echo "$out" >&2
+    record "latency ${out#RESULT }"
+  else
+    say "latency run failed; see $DIR/latency.log"
+    record "latency failed=1 rate=$LAT_RATE"
+  fi
+  stop_bridge
+fi
+$ENV_SH down >/dev/null 2>&1 || true
+
+if [ "$SKIP_FAILOVER" = 0 ]; then
+  say "failover: scripts/chaos.sh --rounds $CHAOS_ROUNDS --faults 'kill9 sigterm'"
+  BB_CHAOS_DIR=$DIR/chaos BB_CHAOS_MYSQL_PORT=${BB_BENCH_CHAOS_MYSQL_PORT:-13326} \
+    BB_CHAOS_ETCD_PORT_BASE=${BB_BENCH_CHAOS_ETCD_PORT_BASE:-12439} BB_CHAOS_KAFKA_PORT=${BB_BENCH_CHAOS_KAFKA_PORT:-19112} \
+    BB_CHAOS_HTTP_BASE=${BB_BENCH_CHAOS_HTTP_BASE:-19206} \
+    bash "$ROOT/scripts/chaos.sh" --rounds "$CHAOS_ROUNDS" --faults "kill9 sigterm" >"$DIR/chaos.out" 2>&1 &&
+    chaos_ok=1 || chaos_ok=0
+  while IFS='|' read -r _ _ fault _ _ took _; do
+    fault=$(echo "$fault" | tr -d ' ') took=$(echo "$took" | tr -d ' ')
+    case "$fault" in kill9 | sigterm) record "failover_$fault took=$took" ;; esac
+  done < <(grep -E '^\| [0-9]+ \|' "$DIR/chaos.out")
+  # The verifier's view: last message of the old leader to the first of the new.
+  while IFS='|' read -r _ fault _ _ stats _; do
+    fault=$(echo "$fault" | tr -d ' ') stats=$(echo "$stats" | tr -d ' ')
+    record "failover_data_$fault stats=$stats"
+  done < <(grep -E '^\| (kill9|sigterm) \|' "$DIR/chaos.out")
+  record "failover_verify ok=$chaos_ok"
+fi
+
+echo
+python3 "$ROOT/bench/table.py" "$RESULTS" "$ROWS"
