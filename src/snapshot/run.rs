@@ -124,6 +124,8 @@ pub async fn run(
         ts_ms: crate::coord::now_ms(),
         ..TxnInfo::default()
     });
+    // `mysql.exclude_columns` applies to snapshot rows exactly as to streamed ones.
+    let mut columns = crate::source::ColumnFilter::new(&config.mysql.exclude_columns);
     let mut sent: u64 = 0;
     let mut pending: VecDeque<Sent> = VecDeque::new();
     let mut rows_total = state.rows;
@@ -187,7 +189,7 @@ pub async fn run(
                         }
                     }
                 }
-                let ev = ChangeEvent {
+                let mut ev = ChangeEvent {
                     kind: EventKind::Row(row),
                     txn: txn.clone(),
                     position: Position {
@@ -195,6 +197,9 @@ pub async fn run(
                         ..at.clone()
                     },
                 };
+                columns
+                    .apply(&mut ev)
+                    .map_err(|e| failed(RunError::State(e)))?;
                 sink.send(&ev).await.map_err(failed)?;
                 sent += 1;
                 after = Some(key);
