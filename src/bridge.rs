@@ -167,6 +167,9 @@ impl LeaderWork for Bridge {
         let kafka = &self.config.kafka;
         let mysql = &self.config.mysql;
         let delivery = self.delivery(PROBE_TIMEOUT).await.map_err(failed)?;
+        // The initial snapshot (src/snapshot) runs before streaming; a
+        // finished one may leave a filter for the first streamed changes.
+        let (snapshot, mut stream_filter) = self.snapshot_plan(&ctx)?;
         self.ops.update(|s| {
             s.streaming = false;
             s.epoch = Some(ctx.epoch);
@@ -177,9 +180,14 @@ impl LeaderWork for Bridge {
             .set_extra("delivery", serde_json::json!(delivery_name(delivery)))
             .await;
         if delivery == Delivery::Transactional {
+            if snapshot.is_some() {
+                return Err(failed(BridgeError::Config(
+                    "snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and the broker was chosen for transactional delivery; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"".into(),
+                )));
+            }
             return self.run_transactional(ctx).await;
         }
-        let from = self.start_from(&ctx)?;
+        let mut from = self.start_from(&ctx)?;
 
         let exactly_once = matches!(delivery, Delivery::Idempotent | Delivery::Auto);
         let kafka = &producer_settings(kafka, self.config.etcd.lease_ttl_secs, exactly_once);
@@ -192,15 +200,20 @@ impl LeaderWork for Bridge {
             None => true,
             Some(c) => c.extra.get(CLEAN_STOP) == Some(&serde_json::Value::Bool(true)),
         };
-        let source = BinlogSource::start(mysql, SourceOptions::default(), from.clone())
-            .await
-            .map_err(failed)?;
+        let mut source = match snapshot {
+            Some(_) => None,
+            None => Some(
+                BinlogSource::start(mysql, SourceOptions::default(), from.clone())
+                    .await
+                    .map_err(failed)?,
+            ),
+        };
         // Before any output: record where this leader starts and that it has
         // not stopped cleanly (yet).
         ctx.checkpoint
             .set_extra(CLEAN_STOP, serde_json::Value::Bool(false))
             .await;
-        if let Some(p) = source.position() {
+        if let Some(p) = source.as_ref().and_then(BinlogSource::position) {
             ctx.checkpoint.acked(&p).await?;
         }
         ctx.checkpoint.flush().await?;
@@ -217,11 +230,53 @@ impl LeaderWork for Bridge {
         // every hand-off to the producer.
         let session = ctx.session();
         sink.set_deadline_fn(move || session.deadline());
+        let mut snapshot_tails = HashMap::new();
         if exactly_once && !clean {
-            self.reconcile(&ctx, kafka, &mut sink).await?;
+            snapshot_tails = self.reconcile(&ctx, kafka, &mut sink).await?;
         } else if exactly_once {
             tracing::info!("the previous leader stopped cleanly: resuming without the fence delay");
         }
+        if let Some(resume) = snapshot {
+            use crate::snapshot::run::{run as snapshot_run, Outcome};
+            let outcome = snapshot_run(
+                &self.config,
+                &ctx,
+                &self.ops,
+                &mut sink,
+                resume,
+                &snapshot_tails,
+            )
+            .await;
+            match outcome {
+                Err(e) => {
+                    sink.abort();
+                    return Err(e);
+                }
+                Ok(Outcome::Stopped) => {
+                    ctx.checkpoint
+                        .set_extra(CLEAN_STOP, serde_json::Value::Bool(true))
+                        .await;
+                    return Ok(());
+                }
+                Ok(Outcome::Done(state)) => {
+                    stream_filter = crate::snapshot::StreamFilter::new(&state);
+                    from = StartFrom::Position(state.position.clone());
+                    source = Some(
+                        BinlogSource::start(mysql, SourceOptions::default(), from.clone())
+                            .await
+                            .map_err(failed)?,
+                    );
+                }
+            }
+        }
+        if let Some(f) = stream_filter {
+            sink.set_stream_filter(f);
+        }
+        let Some(source) = source else {
+            return Err(failed(BridgeError::Config(
+                "internal: no binlog source after the snapshot".into(),
+            )));
+        };
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
         let outage = source.outage();
@@ -388,6 +443,15 @@ pub async fn resolve_delivery(
     }
 }
 
+/// Partitions whose last message is a snapshot row: its table and key.
+type SnapshotTails = HashMap<(Arc<str>, i32), (String, crate::snapshot::Key)>;
+
+/// Run the snapshot first (resuming this state, if any); stream filter.
+type SnapshotPlan = (
+    Option<Option<crate::snapshot::SnapshotState>>,
+    Option<crate::snapshot::StreamFilter>,
+);
+
 /// The topic set recorded in the checkpoint being resumed.
 fn known_topics(ctx: &LeaderContext) -> Vec<String> {
     ctx.resume
@@ -440,13 +504,13 @@ impl Bridge {
         ctx: &LeaderContext,
         kafka: &crate::config::KafkaConfig,
         sink: &mut KafkaSink,
-    ) -> Result<(), WorkError> {
+    ) -> Result<SnapshotTails, WorkError> {
         let fence = delivery_timeout(self.config.etcd.lease_ttl_secs) + FENCE_SLACK;
         let started = std::time::Instant::now();
         tokio::select! {
             biased;
             _ = ctx.lost().cancelled() => return Err(WorkError::SessionLost),
-            _ = ctx.stop().cancelled() => return Ok(()),
+            _ = ctx.stop().cancelled() => return Ok(HashMap::new()),
             _ = tokio::time::sleep(fence) => {}
         }
         let known = known_topics(ctx);
@@ -454,7 +518,7 @@ impl Bridge {
         let pipeline = self.config.etcd.pipeline.clone();
         let include = self.config.mysql.include.clone();
         let markers = tokio::task::spawn_blocking(move || {
-            crate::sink::reconcile::last_markers(
+            crate::sink::reconcile::last_messages(
                 &cfg,
                 &pipeline,
                 &include,
@@ -466,13 +530,34 @@ impl Bridge {
         .map_err(|e| failed(BridgeError::Config(format!("reconcile task failed: {e}"))))?
         .map_err(failed)?;
         tracing::info!(
-            partitions = markers.len(),
+            partitions = markers.stream.len() + markers.snapshot.len(),
             fence_ms = fence.as_millis() as u64,
             took_ms = started.elapsed().as_millis() as u64,
             "exactly-once takeover: read the last message of every partition written before"
         );
-        sink.set_skipper(crate::sink::reconcile::Skipper::new(markers));
-        Ok(())
+        sink.set_skipper(crate::sink::reconcile::Skipper::new(markers.stream));
+        Ok(markers.snapshot)
+    }
+
+    /// Whether this leader runs the initial snapshot first (with the state
+    /// to resume, if a previous leader began it), and the filter a finished
+    /// snapshot leaves for the first streamed changes.
+    fn snapshot_plan(&self, ctx: &LeaderContext) -> Result<SnapshotPlan, WorkError> {
+        let state = match &ctx.resume {
+            Some(c) => crate::snapshot::SnapshotState::from_extra(&c.extra)
+                .map_err(|e| failed(BridgeError::Config(e)))?,
+            None => None,
+        };
+        Ok(match state {
+            Some(s) if !s.done => (Some(Some(s)), None),
+            Some(s) => (None, crate::snapshot::StreamFilter::new(&s)),
+            None if ctx.resume.is_none()
+                && self.config.snapshot.mode == crate::config::SnapshotMode::Initial =>
+            {
+                (Some(None), None)
+            }
+            None => (None, None),
+        })
     }
 
     /// Not streaming while the binlog connection is being re-established:
@@ -573,6 +658,15 @@ pub async fn main(config: Config) -> ExitCode {
                 "delivery mode"
             );
             ops.update(|s| s.delivery = Some(delivery_name(d).into()));
+            if d == Delivery::Transactional
+                && config.snapshot.mode == crate::config::SnapshotMode::Initial
+            {
+                eprintln!(
+                    "error: snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and kafka.delivery = \"{}\" chose transactional for this broker; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"",
+                    delivery_name(config.kafka.delivery)
+                );
+                return ExitCode::from(crate::cli::EXIT_CONFIG);
+            }
         }
         Err(e @ BridgeError::Txn(TxnError::Unsupported(_))) => {
             eprintln!("error: {e}");

@@ -120,6 +120,8 @@ pub struct Config {
     pub kafka: KafkaConfig,
     #[serde(default)]
     pub http: HttpConfig,
+    #[serde(default)]
+    pub snapshot: SnapshotConfig,
 }
 
 /// `[mysql]`: the source server and how to read its binlog.
@@ -512,6 +514,43 @@ impl Default for KafkaConfig {
     }
 }
 
+/// `[snapshot]`: loading the rows tables already hold before streaming.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// `never` (default): stream from `mysql.start`, load nothing.
+    /// `initial`: when the pipeline has no checkpoint yet, read every table
+    /// `mysql.include/exclude` allows (as `op: r` / `INSERT` / `insert`
+    /// messages) at one consistent point, then stream from that point.
+    #[serde(default)]
+    pub mode: SnapshotMode,
+    /// Rows read per query (primary-key chunk); a checkpoint is written at
+    /// most once per `etcd.checkpoint_interval_ms` after a chunk is acknowledged.
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u32,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotMode {
+    #[default]
+    Never,
+    Initial,
+}
+
+fn default_chunk_rows() -> u32 {
+    1024
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        SnapshotConfig {
+            mode: SnapshotMode::Never,
+            chunk_rows: default_chunk_rows(),
+        }
+    }
+}
+
 /// `[http]`: metrics and health endpoints.
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -537,7 +576,7 @@ impl Default for HttpConfig {
 const NOT_OVERRIDES: [&str; 1] = ["BINLOG_BRIDGE_CONFIG"];
 
 /// Sections whose keys may be overridden from the environment.
-const SECTIONS: [&str; 4] = ["mysql", "etcd", "kafka", "http"];
+const SECTIONS: [&str; 5] = ["mysql", "etcd", "kafka", "http", "snapshot"];
 
 impl Config {
     /// Read `path`, apply overrides from the process environment, deserialize.
@@ -594,6 +633,12 @@ impl Config {
         validate_mysql(&self.mysql, &mut errs);
         validate_etcd(&self.etcd, &mut errs);
         validate_kafka(&self.kafka, &mut errs);
+        if !(1..=1_000_000).contains(&self.snapshot.chunk_rows) {
+            errs.push(format!(
+                "snapshot.chunk_rows = {} is out of range; use 1..=1000000 (default 1024)",
+                self.snapshot.chunk_rows
+            ));
+        }
         let columns = crate::source::ColumnFilter::new(&self.mysql.exclude_columns);
         for (table, cols) in &self.kafka.key_columns {
             let Some((db, t)) = table.split_once('.') else {

@@ -21,5 +21,6 @@ pub mod event;
 pub mod ops;
 pub mod pipeline;
 pub mod sink;
+pub mod snapshot;
 pub mod source;
 pub mod telemetry;

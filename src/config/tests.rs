@@ -279,7 +279,7 @@ fn env_typo_is_refused_by_name() {
         .to_string();
     assert_eq!(
         e,
-        "environment variable BINLOG_BRIDGE_KAFAK_TOPIC: unknown section `kafak`; sections are mysql, etcd, kafka, http"
+        "environment variable BINLOG_BRIDGE_KAFAK_TOPIC: unknown section `kafak`; sections are mysql, etcd, kafka, http, snapshot"
     );
 }
 
@@ -356,6 +356,23 @@ fn schema_topic_equal_to_row_topic_is_refused() {
     assert_eq!(
         invalid(&text),
         ["kafka.schema_topic = \"cdc\" is the same as kafka.topic; schema changes must not be mixed into row topics (Flink's readers fail on them), e.g. \"{pipeline}.schema-changes\""]
+    );
+}
+
+#[test]
+fn snapshot_keys_default_to_never_and_are_checked() {
+    let base = "[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\n";
+    let c = parse(base).expect("parses");
+    assert_eq!(c.snapshot.mode, crate::config::SnapshotMode::Never);
+    assert_eq!(c.snapshot.chunk_rows, 1024);
+    let c = parse_env(base, &[("BINLOG_BRIDGE_SNAPSHOT_MODE", "initial")]).expect("parses");
+    assert_eq!(c.snapshot.mode, crate::config::SnapshotMode::Initial);
+    let e = parse(&format!("{base}[snapshot]\nmode = \"always\"\n")).unwrap_err();
+    assert!(e.to_string().contains("snapshot.mode"), "{e}");
+    let v = invalid(&format!("{base}[snapshot]\nchunk_rows = 0\n"));
+    assert!(
+        v.iter().any(|m| m.contains("snapshot.chunk_rows = 0")),
+        "{v:?}"
     );
 }
 

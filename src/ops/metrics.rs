@@ -67,6 +67,12 @@ impl TableCounter {
             *m.entry((table.to_string(), kind.to_string())).or_insert(0) += n;
         }
     }
+    /// Set one labelled value (for gauges kept in the same shape).
+    pub fn set(&self, table: &str, kind: &str, v: f64) {
+        if let Ok(mut m) = self.0.lock() {
+            m.insert((table.to_string(), kind.to_string()), v as u64);
+        }
+    }
     pub fn total(&self) -> u64 {
         self.0.lock().map(|m| m.values().sum()).unwrap_or(0)
     }
@@ -174,6 +180,8 @@ pub struct Metrics {
     /// Unix time (seconds) of the last checkpoint write; 0 = never.
     pub checkpoint_unix: Gauge,
     pub source_reconnects: Counter,
+    /// Initial snapshot rows by (table, `done` | `estimated`).
+    pub snapshot_rows: TableCounter,
     /// Fed by the sink from delivery acknowledgements.
     pub produced: Arc<ProducedByTopic>,
     /// Hand-off to the producer until Kafka's acknowledgement, per message.
@@ -185,7 +193,7 @@ pub struct Metrics {
 }
 
 /// `(name, type, help)` for every metric, in render order.
-pub const METRICS: [(&str, &str, &str); 16] = [
+pub const METRICS: [(&str, &str, &str); 17] = [
     ("binlog_bridge_role_leader", "gauge", "1 while this process is the leader, 0 as standby."),
     ("binlog_bridge_leadership_changes_total", "counter", "Times this process became leader or stepped down."),
     ("binlog_bridge_events_read_total", "counter", "Row changes and schema changes read from the binlog, by table and type."),
@@ -202,6 +210,7 @@ pub const METRICS: [(&str, &str, &str); 16] = [
     ("binlog_bridge_kafka_delivery_seconds", "histogram", "Time from handing a message to the producer to Kafka's acknowledgement."),
     ("binlog_bridge_checkpoint_commit_seconds", "histogram", "Time to write one checkpoint to etcd (a fenced transaction)."),
     ("binlog_bridge_etcd_keepalive_seconds", "histogram", "Round trip of one etcd lease keep-alive."),
+    ("binlog_bridge_snapshot_rows", "gauge", "Initial snapshot rows by table: type=done read by this process (a table resumed after a failover counts from where it resumed), type=estimated from information_schema.TABLES."),
 ];
 
 fn escape(label: &str) -> String {
@@ -251,6 +260,7 @@ impl Metrics {
                     };
                     line(&mut out, name, age)
                 }
+                "binlog_bridge_snapshot_rows" => labelled(&mut out, name, &self.snapshot_rows),
                 "binlog_bridge_source_reconnects_total" => {
                     line(&mut out, name, self.source_reconnects.get() as f64)
                 }

@@ -98,6 +98,8 @@ pub struct KafkaSink {
     in_send: bool,
     /// Idempotent delivery: what a previous leader already wrote (see [`super::reconcile`]).
     skipper: Option<Skipper>,
+    /// Skips streamed changes a snapshot segment already reflects.
+    stream_filter: Option<crate::snapshot::StreamFilter>,
     /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
     metrics: Option<SinkMetrics>,
     /// Messages and value+key bytes handed to the producer so far (batch sizing).
@@ -150,6 +152,7 @@ impl KafkaSink {
             deadline_fn: None,
             in_send: false,
             skipper: None,
+            stream_filter: None,
             metrics: None,
             sent_messages: 0,
             sent_bytes: 0,
@@ -284,6 +287,61 @@ impl KafkaSink {
         self.skipper = Some(skipper);
     }
 
+    /// Skip streamed changes that a snapshot read after a failover already
+    /// reflects (see [`crate::snapshot`]).
+    pub fn set_stream_filter(&mut self, filter: crate::snapshot::StreamFilter) {
+        self.stream_filter = Some(filter);
+    }
+
+    /// The topic and partition a row's message goes to, or None if the
+    /// table filter excludes it. Creates the topic if needed.
+    pub async fn route_of(
+        &mut self,
+        row: &RowChange,
+    ) -> Result<Option<(Arc<str>, i32)>, SinkError> {
+        let route = self.router.route(&row.table)?;
+        if !route.included {
+            return Ok(None);
+        }
+        let topic = route.topic.clone();
+        let key = message_key(self.format, row, &route.key.clone());
+        let partition = self.partition(&topic, key.as_deref()).await?;
+        Ok(Some((topic, partition)))
+    }
+
+    /// Wait until at most `n` messages are unacknowledged (a producer that
+    /// must deliver within the lease-bounded timeout cannot take a whole
+    /// table at once). A delivery error stops the sink and is returned.
+    pub async fn wait_in_flight(&mut self, n: usize) -> Result<(), SinkError> {
+        while self.tracker.in_flight() > n {
+            if let Err(reason) = self.tracker.wait_one().await {
+                return Err(self.stop(reason));
+            }
+        }
+        Ok(())
+    }
+
+    /// Forget acknowledged resume positions once nothing is in flight (the
+    /// snapshot's row counters must not be compared with binlog positions).
+    pub fn reset_acks(&mut self) -> Result<(), SinkError> {
+        if self.tracker.in_flight() > 0 {
+            return Err(SinkError::Internal(format!(
+                "reset_acks with {} messages in flight",
+                self.tracker.in_flight()
+            )));
+        }
+        self.tracker = AckTracker::new();
+        Ok(())
+    }
+
+    async fn partition(&mut self, topic: &Arc<str>, key: Option<&[u8]>) -> Result<i32, SinkError> {
+        self.producer.ensure_topic(topic).await?;
+        Ok(partition_for(
+            key,
+            self.producer.partitions_of(topic).unwrap_or(1),
+        ))
+    }
+
     /// Messages skipped because a previous leader had written them.
     pub fn skipped(&self) -> u64 {
         self.skipper.as_ref().map(Skipper::skipped).unwrap_or(0)
@@ -388,14 +446,15 @@ impl KafkaSink {
                                     position: ev.position.to_string(),
                                     source,
                                 })?;
-                        let key = match &rule {
-                            KeyRule::Columns(cols) => {
-                                let image = part.after.as_ref().or(part.before.as_ref());
-                                image.map(|v| format::encode_key(self.format, &part.table, v, cols))
+                        let key = message_key(self.format, part, &rule);
+                        if self.stream_filter.is_some() && part.op != Op::Read {
+                            let partition = self.partition(&topic, key.as_deref()).await?;
+                            if let Some(f) = &mut self.stream_filter {
+                                if f.skip(part, &ev.position, &topic, partition) {
+                                    continue;
+                                }
                             }
-                            KeyRule::Fixed(k) => Some(k.clone()),
-                            KeyRule::None => None,
-                        };
+                        }
                         self.produce(topic.clone(), key.as_deref(), &value, ev, index as u32)
                             .await?;
                     }
@@ -570,7 +629,38 @@ fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str, part: u32) -> OwnedHea
             value: Some(g.as_bytes()),
         });
     }
+    // Snapshot rows name their table and key, so a takeover in the middle
+    // of a snapshot knows which rows each partition already holds.
+    if let EventKind::Row(row) = &ev.kind {
+        if row.op == Op::Read {
+            let table = format!("{}.{}", row.table.database, row.table.table);
+            let key = crate::snapshot::key_of(row)
+                .map(|k| crate::snapshot::key_text(&k))
+                .unwrap_or_default();
+            h = h
+                .insert(Header {
+                    key: crate::snapshot::HEADER_SNAPSHOT,
+                    value: Some(table.as_bytes()),
+                })
+                .insert(Header {
+                    key: crate::snapshot::HEADER_SNAPSHOT_KEY,
+                    value: Some(key.as_bytes()),
+                });
+        }
+    }
     h
+}
+
+/// The message key of a row: JSON of its key columns, a fixed key, or none.
+fn message_key(fmt: Format, row: &RowChange, rule: &KeyRule) -> Option<Vec<u8>> {
+    match rule {
+        KeyRule::Columns(cols) => {
+            let image = row.after.as_ref().or(row.before.as_ref());
+            image.map(|v| format::encode_key(fmt, &row.table, v, cols))
+        }
+        KeyRule::Fixed(k) => Some(k.clone()),
+        KeyRule::None => None,
+    }
 }
 
 /// An update that changes the message key becomes a delete of the old key

@@ -187,6 +187,29 @@ pub fn last_markers(
     known: &[String],
     timeout: Duration,
 ) -> Result<HashMap<(Arc<str>, i32), Marker>, SinkError> {
+    last_messages(cfg, pipeline, include, known, timeout).map(|l| l.stream)
+}
+
+/// The last message of every partition this pipeline wrote, split by kind.
+#[derive(Debug, Default)]
+pub struct LastMessages {
+    /// Partitions whose last message is a streamed change: its marker.
+    pub stream: HashMap<(Arc<str>, i32), Marker>,
+    /// Partitions whose last message is a snapshot row: its table
+    /// (`db.table`) and primary key. Such a partition holds no streamed
+    /// change yet (streaming starts after the snapshot), so the streaming
+    /// replay skips nothing there.
+    pub snapshot: HashMap<(Arc<str>, i32), (String, crate::snapshot::Key)>,
+}
+
+/// [`last_markers`], with the snapshot rows found at partition ends.
+pub fn last_messages(
+    cfg: &KafkaConfig,
+    pipeline: &str,
+    include: &[String],
+    known: &[String],
+    timeout: Duration,
+) -> Result<LastMessages, SinkError> {
     let mut cc = ClientConfig::new();
     cc.set("bootstrap.servers", &cfg.brokers)
         .set("group.id", format!("binlog-bridge-reconcile-{pipeline}"))
@@ -228,7 +251,7 @@ pub fn last_markers(
             }
         }
     }
-    let mut out = HashMap::new();
+    let mut out = LastMessages::default();
     if wanted.is_empty() {
         return Ok(out);
     }
@@ -252,8 +275,15 @@ pub fn last_markers(
             continue;
         }
         wanted.remove(&k);
-        if let Some(marker) = marker_of(&m, pipeline) {
-            out.insert((Arc::from(k.0.as_str()), k.1), marker);
+        match marker_of(&m, pipeline) {
+            Some(Last::Stream(marker)) => {
+                out.stream.insert((Arc::from(k.0.as_str()), k.1), marker);
+            }
+            Some(Last::Snapshot(table, key)) => {
+                out.snapshot
+                    .insert((Arc::from(k.0.as_str()), k.1), (table, key));
+            }
+            None => {}
         }
     }
     if let Some(((topic, partition), offset)) = wanted.into_iter().next() {
@@ -279,8 +309,13 @@ const PRODUCER_ONLY: [&str; 8] = [
     "delivery.timeout.ms",
 ];
 
+enum Last {
+    Stream(Marker),
+    Snapshot(String, crate::snapshot::Key),
+}
+
 /// The marker in a message's headers, if the message is this pipeline's.
-fn marker_of(m: &rdkafka::message::BorrowedMessage<'_>, pipeline: &str) -> Option<Marker> {
+fn marker_of(m: &rdkafka::message::BorrowedMessage<'_>, pipeline: &str) -> Option<Last> {
     let h = m.headers()?;
     let header = |name: &str| {
         h.iter()
@@ -292,11 +327,15 @@ fn marker_of(m: &rdkafka::message::BorrowedMessage<'_>, pipeline: &str) -> Optio
     if header(HEADER_PIPELINE).as_deref() != Some(pipeline) {
         return None;
     }
+    if let Some(table) = header(crate::snapshot::HEADER_SNAPSHOT) {
+        let key = crate::snapshot::parse_key(&header(crate::snapshot::HEADER_SNAPSHOT_KEY)?)?;
+        return Some(Last::Snapshot(table, key));
+    }
     let pos = header(HEADER_POSITION)?.parse().ok()?;
     let part = header(HEADER_PART)
         .and_then(|p| p.parse().ok())
         .unwrap_or(0);
-    Some((pos, part))
+    Some(Last::Stream((pos, part)))
 }
 
 #[cfg(test)]

@@ -106,5 +106,38 @@ fn spawn(bin: &PathBuf, dir: &PathBuf, port: u16, auth: bool) -> ChildGuard {
         .spawn()
         .unwrap_or_else(|e| panic!("spawn broker {}: {e}", bin.display()));
     wait_port(port, Duration::from_secs(20));
+    index_headers(&dir.join("broker.db"));
     ChildGuard(Some(child))
+}
+
+/// The index `scripts/dev-env.sh` adds to tansu's `header` table (see
+/// `index_broker_headers` there: without it every fetch scans every header
+/// ever written, and reading back a large topic stalls the broker).
+fn index_headers(db: &std::path::Path) {
+    const SQL: &str = r#"
+import sqlite3, sys, time
+for _ in range(100):
+    try:
+        c = sqlite3.connect(sys.argv[1], timeout=30)
+        if c.execute("select 1 from sqlite_master where name = 'header'").fetchone():
+            c.execute("create index if not exists bb_header_record on header (topition, offset_id)")
+            c.commit()
+            sys.exit(0)
+        c.close()
+    except sqlite3.Error:
+        pass
+    time.sleep(0.1)
+sys.exit(1)
+"#;
+    let ok = Command::new("python3")
+        .args(["-c", SQL])
+        .arg(db)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        ok,
+        "could not index the private broker's header table in {}",
+        db.display()
+    );
 }
