@@ -454,7 +454,7 @@ pub async fn resolve_delivery(
 }
 
 /// Partitions whose last message is a snapshot row: its table and key.
-type SnapshotTails = HashMap<(Arc<str>, i32), (String, crate::snapshot::Key)>;
+type SnapshotTails = HashMap<(Arc<str>, i32), crate::snapshot::Tail>;
 
 /// Run the snapshot first (resuming this state, if any); stream filter.
 type SnapshotPlan = (

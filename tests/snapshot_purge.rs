@@ -132,7 +132,12 @@ async fn purged_checkpoint_is_an_error_unless_a_resnapshot_is_confirmed() {
     let msgs = read_topic(&env.kafka_brokers, &topic, Duration::from_secs(60), |m| {
         compact(m) == streamed
     });
-    assert_eq!(compact(&msgs), streamed, "before the purge: {msgs:?}");
+    assert_eq!(
+        compact(&msgs),
+        streamed,
+        "before the purge: {msgs:?}\nbridge log:\n{}",
+        bridge.log()
+    );
     assert_eq!(msgs.iter().filter(|m| m.1 == "r").count(), 40, "{msgs:?}");
     bridge.child.terminate(Duration::from_secs(20));
 
