@@ -44,12 +44,29 @@ fn table(db: &PrivateMariaDb) -> BTreeMap<i64, i64> {
 }
 
 /// Every message of `topic` from the beginning: (key, op, after.v), until
-/// `done` accepts them or `within` passes.
+/// `done` accepts them or `within` passes. Reads again with a new consumer
+/// every 10 s (a fetch of the test broker has been seen not to answer).
 fn read_topic(
     brokers: &str,
     topic: &str,
     within: Duration,
     done: impl Fn(&[(i64, String, Option<i64>)]) -> bool,
+) -> Vec<(i64, String, Option<i64>)> {
+    let start = Instant::now();
+    loop {
+        let left = within.saturating_sub(start.elapsed());
+        let out = read_once(brokers, topic, left.min(Duration::from_secs(10)), &done);
+        if done(&out) || start.elapsed() >= within {
+            return out;
+        }
+    }
+}
+
+fn read_once(
+    brokers: &str,
+    topic: &str,
+    within: Duration,
+    done: &impl Fn(&[(i64, String, Option<i64>)]) -> bool,
 ) -> Vec<(i64, String, Option<i64>)> {
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -223,7 +240,12 @@ async fn purged_checkpoint_is_an_error_unless_a_resnapshot_is_confirmed() {
     let all = read_topic(&env.kafka_brokers, &topic, Duration::from_secs(60), |m| {
         compact(m) == want
     });
-    assert_eq!(compact(&all), want, "after the re-snapshot: {all:?}");
+    assert_eq!(
+        compact(&all),
+        want,
+        "after the re-snapshot: {all:?}\nbridge log:\n{}",
+        bridge.log()
+    );
     // Snapshot reads: the 40 first rows once, plus every row the table held
     // at the re-snapshot once more.
     let mut reads: BTreeMap<i64, usize> = BTreeMap::new();
