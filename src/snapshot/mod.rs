@@ -31,6 +31,13 @@
 //!    every partition snapshot rows come before streamed changes; the
 //!    streaming takeover ignores snapshot messages (see `sink::reconcile`).
 //!
+//! `snapshot.mode = "when-needed"` (with `allow_resnapshot_on_purge`) starts
+//! a new snapshot, state and all, when the checkpointed position is purged
+//! (`bridge.rs`, `on_purged`): its P1 is after every position the old
+//! checkpoint named, so the checkpoint only moves forward, and partition tails
+//! older than P1 (rows of the old snapshot) are never taken as residue
+//! ([`SnapshotState::residue`]).
+//!
 //! Keys must have an order computed the same way here and in the server:
 //! primary keys made of integer, YEAR, DATE and DATETIME columns. Tables
 //! without a primary key, or with another key type, are refused by name
