@@ -200,13 +200,23 @@ impl LeaderWork for Bridge {
             None => true,
             Some(c) => c.extra.get(CLEAN_STOP) == Some(&serde_json::Value::Bool(true)),
         };
+        let mut snapshot = snapshot;
         let mut source = match snapshot {
             Some(_) => None,
-            None => Some(
-                BinlogSource::start(mysql, SourceOptions::default(), from.clone())
-                    .await
-                    .map_err(failed)?,
-            ),
+            None => {
+                match BinlogSource::start(mysql, SourceOptions::default(), from.clone()).await {
+                    Ok(source) => Some(source),
+                    Err(e @ SourceError::Purged { .. }) => {
+                        self.on_purged(e)?;
+                        // A new snapshot of every table replaces the old stream
+                        // state (and whatever filter the old snapshot left).
+                        snapshot = Some(None);
+                        stream_filter = None;
+                        None
+                    }
+                    Err(e) => return Err(failed(e)),
+                }
+            }
         };
         // Before any output: record where this leader starts and that it has
         // not stopped cleanly (yet).
@@ -444,7 +454,7 @@ pub async fn resolve_delivery(
 }
 
 /// Partitions whose last message is a snapshot row: its table and key.
-type SnapshotTails = HashMap<(Arc<str>, i32), (String, crate::snapshot::Key)>;
+type SnapshotTails = HashMap<(Arc<str>, i32), crate::snapshot::Tail>;
 
 /// Run the snapshot first (resuming this state, if any); stream filter.
 type SnapshotPlan = (
@@ -551,13 +561,29 @@ impl Bridge {
         Ok(match state {
             Some(s) if !s.done => (Some(Some(s)), None),
             Some(s) => (None, crate::snapshot::StreamFilter::new(&s)),
-            None if ctx.resume.is_none()
-                && self.config.snapshot.mode == crate::config::SnapshotMode::Initial =>
-            {
+            None if ctx.resume.is_none() && self.config.snapshot.mode.initial() => {
                 (Some(None), None)
             }
             None => (None, None),
         })
+    }
+
+    /// The checkpointed position is purged from the server. With
+    /// `snapshot.mode = "when-needed"` and `allow_resnapshot_on_purge` the
+    /// caller takes a new snapshot of every table (logged here, at warn);
+    /// otherwise this is the definite error, with what to do about it.
+    fn on_purged(&self, e: SourceError) -> Result<(), WorkError> {
+        let snap = &self.config.snapshot;
+        if snap.mode == crate::config::SnapshotMode::WhenNeeded && snap.allow_resnapshot_on_purge {
+            tracing::warn!(error = %e, "the checkpointed binlog position is purged from the server: snapshot.mode = \"when-needed\" with allow_resnapshot_on_purge = true, so every included table is read again (consumers receive all its rows again as snapshot reads) and streaming restarts from the new snapshot's position");
+            return Ok(());
+        }
+        if snap.mode != crate::config::SnapshotMode::WhenNeeded {
+            return Err(failed(e));
+        }
+        Err(failed(BridgeError::Config(format!(
+            "binlog source: {e}; snapshot.mode = \"when-needed\" takes a new snapshot of every table in this case only when snapshot.allow_resnapshot_on_purge = true confirms it"
+        ))))
     }
 
     /// Not streaming while the binlog connection is being re-established:
@@ -658,11 +684,10 @@ pub async fn main(config: Config) -> ExitCode {
                 "delivery mode"
             );
             ops.update(|s| s.delivery = Some(delivery_name(d).into()));
-            if d == Delivery::Transactional
-                && config.snapshot.mode == crate::config::SnapshotMode::Initial
-            {
+            if d == Delivery::Transactional && config.snapshot.mode.initial() {
                 eprintln!(
-                    "error: snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and kafka.delivery = \"{}\" chose transactional for this broker; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"",
+                    "error: snapshot.mode = \"{}\" runs with idempotent or at-least-once delivery in this version, and kafka.delivery = \"{}\" chose transactional for this broker; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"",
+                    config.snapshot.mode.name(),
                     delivery_name(config.kafka.delivery)
                 );
                 return ExitCode::from(crate::cli::EXIT_CONFIG);

@@ -89,13 +89,13 @@ async fn check_mysql(config: &Config) -> Vec<CheckResult> {
     ));
     out.extend(crate::source::checks::all(&mut conn, &config.mysql).await);
     let _ = conn.disconnect().await;
-    if config.snapshot.mode == crate::config::SnapshotMode::Initial {
+    if config.snapshot.mode.initial() {
         out.push(check_snapshot(config).await);
     }
     out
 }
 
-/// `snapshot.mode = "initial"`: the server can give a consistent snapshot
+/// `snapshot.mode = "initial"` or `"when-needed"`: the server can give a consistent snapshot
 /// with its binlog position, and every table to read has a usable key.
 async fn check_snapshot(config: &Config) -> CheckResult {
     use crate::snapshot::reader::SnapshotReader;

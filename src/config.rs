@@ -522,8 +522,17 @@ pub struct SnapshotConfig {
     /// `initial`: when the pipeline has no checkpoint yet, read every table
     /// `mysql.include/exclude` allows (as `op: r` / `INSERT` / `insert`
     /// messages) at one consistent point, then stream from that point.
+    /// `when-needed`: like `initial`, and also take a new snapshot of every
+    /// table when the checkpointed position has been purged from the server,
+    /// if `allow_resnapshot_on_purge` confirms it.
     #[serde(default)]
     pub mode: SnapshotMode,
+    /// With `mode = "when-needed"`: `true` confirms that a purged checkpoint
+    /// position is answered by a new snapshot of every table (consumers see
+    /// every row again as a snapshot read). `false` (default): a purged
+    /// position stays a definite error.
+    #[serde(default)]
+    pub allow_resnapshot_on_purge: bool,
     /// Rows read per query (primary-key chunk); a checkpoint is written at
     /// most once per `etcd.checkpoint_interval_ms` after a chunk is acknowledged.
     #[serde(default = "default_chunk_rows")]
@@ -536,6 +545,23 @@ pub enum SnapshotMode {
     #[default]
     Never,
     Initial,
+    WhenNeeded,
+}
+
+impl SnapshotMode {
+    /// Whether a pipeline without a checkpoint snapshots first.
+    pub fn initial(self) -> bool {
+        matches!(self, SnapshotMode::Initial | SnapshotMode::WhenNeeded)
+    }
+
+    /// The name as written in the config.
+    pub fn name(self) -> &'static str {
+        match self {
+            SnapshotMode::Never => "never",
+            SnapshotMode::Initial => "initial",
+            SnapshotMode::WhenNeeded => "when-needed",
+        }
+    }
 }
 
 fn default_chunk_rows() -> u32 {
@@ -546,6 +572,7 @@ impl Default for SnapshotConfig {
     fn default() -> Self {
         SnapshotConfig {
             mode: SnapshotMode::Never,
+            allow_resnapshot_on_purge: false,
             chunk_rows: default_chunk_rows(),
         }
     }
@@ -637,6 +664,13 @@ impl Config {
             errs.push(format!(
                 "snapshot.chunk_rows = {} is out of range; use 1..=1000000 (default 1024)",
                 self.snapshot.chunk_rows
+            ));
+        }
+        if self.snapshot.allow_resnapshot_on_purge && self.snapshot.mode != SnapshotMode::WhenNeeded
+        {
+            errs.push(format!(
+                "snapshot.allow_resnapshot_on_purge = true only applies with snapshot.mode = \"when-needed\" (it is \"{}\"); set the mode or remove the key",
+                self.snapshot.mode.name()
             ));
         }
         let columns = crate::source::ColumnFilter::new(&self.mysql.exclude_columns);

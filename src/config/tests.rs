@@ -377,6 +377,27 @@ fn snapshot_keys_default_to_never_and_are_checked() {
 }
 
 #[test]
+fn when_needed_parses_and_the_purge_confirmation_needs_it() {
+    let base = "[mysql]\nurl = \"mysql://u@h:1\"\nserver_id = 1\n";
+    let c = parse(&format!(
+        "{base}[snapshot]\nmode = \"when-needed\"\nallow_resnapshot_on_purge = true\n"
+    ))
+    .expect("parses");
+    assert_eq!(c.snapshot.mode, crate::config::SnapshotMode::WhenNeeded);
+    assert!(c.snapshot.allow_resnapshot_on_purge);
+    assert!(c.snapshot.mode.initial());
+    let c = parse(base).expect("parses");
+    assert!(!c.snapshot.allow_resnapshot_on_purge);
+    let v = invalid(&format!(
+        "{base}[snapshot]\nmode = \"initial\"\nallow_resnapshot_on_purge = true\n"
+    ));
+    assert_eq!(
+        v,
+        ["snapshot.allow_resnapshot_on_purge = true only applies with snapshot.mode = \"when-needed\" (it is \"initial\"); set the mode or remove the key"]
+    );
+}
+
+#[test]
 fn mysql_tls_keys_parse_and_bad_combinations_are_named() {
     let text = format!("{MINIMAL}tls = \"verify-identity\"\ntls_ca_file = \"Cargo.toml\"\n");
     let c = parse(&text).unwrap();

@@ -196,10 +196,11 @@ pub struct LastMessages {
     /// Partitions whose last message is a streamed change: its marker.
     pub stream: HashMap<(Arc<str>, i32), Marker>,
     /// Partitions whose last message is a snapshot row: its table
-    /// (`db.table`) and primary key. Such a partition holds no streamed
+    /// (`db.table`), primary key and position (its segment's position; a
+    /// row of an earlier snapshot is older than the current one's start). Such a partition holds no streamed
     /// change yet (streaming starts after the snapshot), so the streaming
     /// replay skips nothing there.
-    pub snapshot: HashMap<(Arc<str>, i32), (String, crate::snapshot::Key)>,
+    pub snapshot: HashMap<(Arc<str>, i32), crate::snapshot::Tail>,
 }
 
 /// [`last_markers`], with the snapshot rows found at partition ends.
@@ -279,9 +280,8 @@ pub fn last_messages(
             Some(Last::Stream(marker)) => {
                 out.stream.insert((Arc::from(k.0.as_str()), k.1), marker);
             }
-            Some(Last::Snapshot(table, key)) => {
-                out.snapshot
-                    .insert((Arc::from(k.0.as_str()), k.1), (table, key));
+            Some(Last::Snapshot(tail)) => {
+                out.snapshot.insert((Arc::from(k.0.as_str()), k.1), tail);
             }
             None => {}
         }
@@ -311,7 +311,7 @@ const PRODUCER_ONLY: [&str; 8] = [
 
 enum Last {
     Stream(Marker),
-    Snapshot(String, crate::snapshot::Key),
+    Snapshot(crate::snapshot::Tail),
 }
 
 /// The marker in a message's headers, if the message is this pipeline's.
@@ -329,7 +329,12 @@ fn marker_of(m: &rdkafka::message::BorrowedMessage<'_>, pipeline: &str) -> Optio
     }
     if let Some(table) = header(crate::snapshot::HEADER_SNAPSHOT) {
         let key = crate::snapshot::parse_key(&header(crate::snapshot::HEADER_SNAPSHOT_KEY)?)?;
-        return Some(Last::Snapshot(table, key));
+        let position = header(HEADER_POSITION).and_then(|p| p.parse().ok());
+        return Some(Last::Snapshot(crate::snapshot::Tail {
+            table,
+            key,
+            position,
+        }));
     }
     let pos = header(HEADER_POSITION)?.parse().ok()?;
     let part = header(HEADER_PART)

@@ -31,6 +31,13 @@
 //!    every partition snapshot rows come before streamed changes; the
 //!    streaming takeover ignores snapshot messages (see `sink::reconcile`).
 //!
+//! `snapshot.mode = "when-needed"` (with `allow_resnapshot_on_purge`) starts
+//! a new snapshot, state and all, when the checkpointed position is purged
+//! (`bridge.rs`, `on_purged`): its P1 is after every position the old
+//! checkpoint named, so the checkpoint only moves forward, and partition tails
+//! older than P1 (rows of the old snapshot) are never taken as residue
+//! ([`SnapshotState::residue`]).
+//!
 //! Keys must have an order computed the same way here and in the server:
 //! primary keys made of integer, YEAR, DATE and DATETIME columns. Tables
 //! without a primary key, or with another key type, are refused by name
@@ -133,6 +140,16 @@ pub struct Residue {
     pub key: Key,
 }
 
+/// The last message of a partition, when it is a snapshot row.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tail {
+    /// `db.table`.
+    pub table: String,
+    pub key: Key,
+    /// The row's position header: the position of the read that sent it.
+    pub position: Option<Position>,
+}
+
 /// One consistent read: from `table` (index into the table list) after key
 /// `after`, at binlog position `position`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -198,6 +215,28 @@ impl SnapshotState {
                 format!("the checkpoint's `{EXTRA}` field cannot be read ({e}); reset it with `binlog-bridge checkpoint set POSITION --force`")
             }),
         }
+    }
+
+    /// The residue of a new segment of this unfinished snapshot: the
+    /// partitions whose last message (`tails`) is a row of the table being
+    /// read, past the checkpointed key, sent by this snapshot. A row of an
+    /// earlier snapshot (before a `when-needed` re-snapshot) is older than
+    /// this snapshot's start and is not residue.
+    pub fn residue(&self, tails: &HashMap<(std::sync::Arc<str>, i32), Tail>) -> Vec<Residue> {
+        let current = self.tables.get(self.table).cloned().unwrap_or_default();
+        tails
+            .iter()
+            .filter(|(_, tail)| {
+                tail.table == current
+                    && tail.position.as_ref().map_or(true, |p| p >= &self.position)
+                    && self.after.as_ref().map_or(true, |a| &tail.key > a)
+            })
+            .map(|((topic, partition), tail)| Residue {
+                topic: topic.to_string(),
+                partition: *partition,
+                key: tail.key.clone(),
+            })
+            .collect()
     }
 
     /// The segment whose read covers `key` of table `table` in `partition`

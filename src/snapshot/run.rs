@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::reader::{SnapshotError, SnapshotReader, TableInfo};
-use super::{key_of, Key, Residue, Segment, SnapshotState, EXTRA};
+use super::{key_of, Key, Segment, SnapshotState, Tail, EXTRA};
 use crate::config::Config;
 use crate::event::{ChangeEvent, EventKind, Op, Position, RowChange, TxnInfo};
 use crate::ops::OpsState;
@@ -59,24 +59,14 @@ pub async fn run(
     ops: &OpsState,
     sink: &mut KafkaSink,
     resume: Option<SnapshotState>,
-    tails: &HashMap<(Arc<str>, i32), (String, Key)>,
+    tails: &HashMap<(Arc<str>, i32), Tail>,
 ) -> Result<Outcome, WorkError> {
     let mut reader = SnapshotReader::open(&config.mysql).await.map_err(failed)?;
     let at = reader.position.clone();
     let mut state = match resume {
         Some(mut s) => {
             let current = s.tables.get(s.table).cloned().unwrap_or_default();
-            let residue: Vec<Residue> = tails
-                .iter()
-                .filter(|(_, (table, key))| {
-                    table == &current && s.after.as_ref().map_or(true, |a| key > a)
-                })
-                .map(|((topic, partition), (_, key))| Residue {
-                    topic: topic.to_string(),
-                    partition: *partition,
-                    key: key.clone(),
-                })
-                .collect();
+            let residue = s.residue(tails);
             tracing::info!(
                 table = %current,
                 after = ?s.after,

@@ -127,3 +127,31 @@ fn a_missing_state_is_none_and_a_broken_one_is_an_error() {
     extra.insert(EXTRA.into(), serde_json::to_value(&s).unwrap());
     assert_eq!(SnapshotState::from_extra(&extra), Ok(Some(s)));
 }
+
+#[test]
+fn residue_ignores_rows_of_an_earlier_snapshot() {
+    let mut s = SnapshotState::new(pos(500), vec!["db.a".into(), "db.b".into()]);
+    s.table = 1;
+    s.after = Some(k(10));
+    let tail = |table: &str, key: i64, at: Option<u64>| Tail {
+        table: table.into(),
+        key: k(key),
+        position: at.map(|o| Position { row: 3, ..pos(o) }),
+    };
+    let mut tails = HashMap::new();
+    // This snapshot's row past the checkpoint: residue.
+    tails.insert((Arc::from("t"), 0), tail("db.b", 20, Some(500)));
+    // Past the checkpoint, but sent by an earlier snapshot (before P1).
+    tails.insert((Arc::from("t"), 1), tail("db.b", 30, Some(100)));
+    // At or below the checkpointed key; another table.
+    tails.insert((Arc::from("t"), 2), tail("db.b", 10, Some(500)));
+    tails.insert((Arc::from("t"), 3), tail("db.a", 40, Some(500)));
+    assert_eq!(
+        s.residue(&tails),
+        vec![Residue {
+            topic: "t".into(),
+            partition: 0,
+            key: k(20)
+        }]
+    );
+}
