@@ -38,11 +38,16 @@ async fn a_burst_larger_than_the_broker_drains_within_the_timeout_is_delivered()
         partitions: 3,
         ..KafkaConfig::default()
     };
-    // What the bridge sets for a 2 s lease (bridge::delivery_timeout).
+    // What the bridge sets for a 6 s lease (bridge::delivery_timeout: half
+    // the TTL). The test broker acknowledges 5k-12k messages/s, so the
+    // burst below takes 7-18 s to drain, more than twice the timeout: handed
+    // over at once, its tail would time out. (1 s, a 2 s lease, also shows it on a quiet
+    // machine, but a broker pause over 1 s while the whole suite runs in
+    // parallel failed it in CI.)
     for p in ["message.timeout.ms", "request.timeout.ms"] {
-        cfg.properties.insert(p.into(), "1000".into());
+        cfg.properties.insert(p.into(), "3000".into());
     }
-    let rows = 30_000u64;
+    let rows = 90_000u64;
     let t = all_types_table("shop", "burst");
     let mut sink = KafkaSink::new(&cfg, "burst", 1).await.unwrap();
     for i in 0..rows {
