@@ -65,6 +65,11 @@ enum Cmd {
         /// Runs of each side (alternating); the best counts.
         #[arg(long, default_value_t = 2)]
         runs: usize,
+        /// Name the topics PREFIX-plainN.DB.TABLE / PREFIX-sinkN.DB.TABLE
+        /// (N = run) instead of time-stamped names, for a broker whose topics
+        /// must exist beforehand (the mock broker has no CreateTopics).
+        #[arg(long, value_name = "PREFIX")]
+        fixed_topics: Option<String>,
     },
     /// Time a running bridge until the topics hold the expected messages.
     Watch {
@@ -209,12 +214,15 @@ fn pre_encode(
     Ok(out)
 }
 
-fn kafka_cfg(brokers: &str, tag: &str) -> KafkaConfig {
-    let stamp = now_us();
+fn kafka_cfg(brokers: &str, tag: &str, fixed: Option<&str>) -> KafkaConfig {
+    let base = match fixed {
+        Some(prefix) => format!("{prefix}-{tag}"),
+        None => format!("limits-{tag}-{}", now_us()),
+    };
     KafkaConfig {
         brokers: brokers.into(),
-        topic: format!("limits-{tag}-{stamp}.{{db}}.{{table}}"),
-        schema_topic: format!("limits-{tag}-{stamp}.schema"),
+        topic: format!("{base}.{{db}}.{{table}}"),
+        schema_topic: format!("{base}.schema"),
         ..KafkaConfig::default()
     }
 }
@@ -319,7 +327,7 @@ fn mariadb_binlog(path: &str) -> Result<Duration, Error> {
     Ok(t.elapsed())
 }
 
-async fn limits(path: &str, brokers: &str, runs: usize) -> Result<(), Error> {
+async fn limits(path: &str, brokers: &str, runs: usize, fixed: Option<&str>) -> Result<(), Error> {
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let name = std::path::Path::new(path)
         .file_name()
@@ -352,13 +360,13 @@ async fn limits(path: &str, brokers: &str, runs: usize) -> Result<(), Error> {
     let (mut plain_best, mut sink_best) = (Duration::MAX, Duration::MAX);
     let mut msg_bytes = 0usize;
     for round in 0..runs {
-        let cfg = kafka_cfg(brokers, &format!("plain{round}"));
+        let cfg = kafka_cfg(brokers, &format!("plain{round}"), fixed);
         create_topics(&cfg, &evs).await?;
         let msgs = pre_encode(&cfg, &evs, cfg.partitions as usize)?;
         msg_bytes = msgs.iter().map(|m| m.key.len() + m.value.len()).sum();
         let p = run_plain(&cfg, &msgs).await?;
         drop(msgs);
-        let cfg = kafka_cfg(brokers, &format!("sink{round}"));
+        let cfg = kafka_cfg(brokers, &format!("sink{round}"), fixed);
         create_topics(&cfg, &evs).await?;
         let s = run_sink(&cfg, &evs).await?;
         println!(
@@ -656,7 +664,8 @@ async fn main() {
             file,
             brokers,
             runs,
-        } => limits(&file, &brokers, runs).await,
+            fixed_topics,
+        } => limits(&file, &brokers, runs, fixed_topics.as_deref()).await,
         Cmd::Watch {
             brokers,
             topic,
