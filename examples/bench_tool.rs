@@ -43,6 +43,7 @@ use clap::{Parser, Subcommand};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -243,13 +244,29 @@ async fn create_topics(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<(), Err
 
 async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error> {
     let producer: FutureProducer = producer_config(cfg)?.create()?;
+    // Connected and topic metadata known before the clock starts, as the
+    // sink's producer is (its topics are checked before it is timed).
+    let mut topics: Vec<&str> = msgs.iter().map(|m| &m.topic[..]).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for t in topics {
+        producer
+            .client()
+            .fetch_metadata(Some(t), Duration::from_secs(10))?;
+    }
+    // The sink's window: max_in_flight messages and max_in_flight_bytes.
     let window = cfg.max_in_flight as usize;
-    let mut pending: VecDeque<rdkafka::producer::DeliveryFuture> = VecDeque::with_capacity(window);
+    let max_bytes = cfg.max_in_flight_bytes;
+    let mut held: u64 = 0;
+    let mut pending: VecDeque<(rdkafka::producer::DeliveryFuture, u64)> =
+        VecDeque::with_capacity(window);
     let start = Instant::now();
     for m in msgs {
-        while pending.len() >= window {
-            if let Some(f) = pending.pop_front() {
+        let bytes = (m.key.len() + m.value.len()) as u64;
+        while pending.len() >= window || (held > 0 && held + bytes > max_bytes) {
+            if let Some((f, b)) = pending.pop_front() {
                 f.await?.map_err(|(e, _)| e)?;
+                held -= b;
             }
         }
         let mut headers = OwnedHeaders::new_with_capacity(4)
@@ -279,7 +296,8 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
                 .headers(headers.clone());
             match producer.send_result(rec) {
                 Ok(f) => {
-                    pending.push_back(f);
+                    pending.push_back((f, bytes));
+                    held += bytes;
                     break;
                 }
                 Err((
@@ -288,8 +306,9 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
                     ),
                     _,
                 )) => match pending.pop_front() {
-                    Some(f) => {
+                    Some((f, b)) => {
                         f.await?.map_err(|(e, _)| e)?;
+                        held -= b;
                     }
                     None => tokio::time::sleep(Duration::from_millis(5)).await,
                 },
@@ -297,7 +316,7 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
             }
         }
     }
-    for f in pending {
+    for (f, _) in pending {
         f.await?.map_err(|(e, _)| e)?;
     }
     Ok(start.elapsed())

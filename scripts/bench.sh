@@ -81,7 +81,10 @@ done
 # 2000 rows/s: the test broker (tansu on sqlite) acknowledges about 5000
 # messages/s on its own here, less while a consumer reads; at 5000 rows/s the
 # latency would be the broker's queue. BB_BENCH_LATENCY_RATE sets another.
+# The mock broker is measured at the 5000 rows/s
+# (BB_BENCH_MOCK_LATENCY_RATE).
 LAT_SECS=20 LAT_RATE=${BB_BENCH_LATENCY_RATE:-2000} CHAOS_ROUNDS=4
+MOCK_LAT_RATE=${BB_BENCH_MOCK_LATENCY_RATE:-5000}
 if [ "$QUICK" = 1 ]; then
   ROWS=20000 LIMIT_RUNS=${LIMIT_RUNS:-1} LAT_SECS=8 CHAOS_ROUNDS=2
 fi
@@ -362,21 +365,21 @@ done
 if [ "$SKIP_LATENCY" = 0 ]; then
   for broker in $BROKERS; do
     broker_env "$broker"
-    db=bench_lat topic=lat.bench_lat.lat
-    [ "$broker" = tansu ] || db=bench_mlat topic=mock-lat.bench_mlat.lat
-    say "latency, $broker broker: $LAT_RATE rows/s for $LAT_SECS s while the bridge streams"
+    db=bench_lat topic=lat.bench_lat.lat rate=$LAT_RATE
+    [ "$broker" = tansu ] || db=bench_mlat topic=mock-lat.bench_mlat.lat rate=$MOCK_LAT_RATE
+    say "latency, $broker broker: $rate rows/s for $LAT_SECS s while the bridge streams"
     "$TOOL" latency-table --mysql "$BB_MYSQL_ADMIN_URL" --db "$db" --brokers "$BK_ADDR" \
       --topic "$topic" || die "cannot create the latency table or topic"
     bridge_config "$DIR/${BK_PREFIX}latency.toml" "bench-${BK_PREFIX}latency" "latest" "idempotent" "$db.*" "${topic%%.*}"
     start_bridge "$DIR/${BK_PREFIX}latency.toml" "$DIR/${BK_PREFIX}latency.log"
     wait_streaming || die "the bridge did not start streaming; see $DIR/${BK_PREFIX}latency.log"
     if out=$("$TOOL" latency --mysql "$BB_MYSQL_ADMIN_URL" --brokers "$BK_ADDR" --db "$db" \
-      --topic "$topic" --rate "$LAT_RATE" --seconds "$LAT_SECS"); then
+      --topic "$topic" --rate "$rate" --seconds "$LAT_SECS"); then
       echo "$out" >&2
       record "${BK_PREFIX}latency ${out#RESULT }"
     else
       say "latency run failed; see $DIR/${BK_PREFIX}latency.log"
-      record "${BK_PREFIX}latency failed=1 rate=$LAT_RATE"
+      record "${BK_PREFIX}latency failed=1 rate=$rate"
     fi
     stop_bridge
   done
