@@ -159,7 +159,8 @@ case " $BROKERS " in *" mock "*)
   for t in "${topics[@]}"; do args+=(--topic "$t:3"); done
   "$MOCK" "${args[@]}" >"$DIR/mock-broker.out" 2>&1 &
   MOCK_PID=$!
-  for ((i = 0; i < 100; i++)); do
+  # About 0.3 s per topic: each creation waits for the mock's own thread.
+  for ((i = 0; i < 1200; i++)); do
     MOCK_BROKERS=$(awk '/^BOOTSTRAP/ {print $2}' "$DIR/mock-broker.out")
     [ -z "$MOCK_BROKERS" ] || break
     kill -0 "$MOCK_PID" 2>/dev/null || die "the mock broker exited: $(cat "$DIR/mock-broker.out")"
