@@ -43,6 +43,7 @@ use clap::{Parser, Subcommand};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::Producer as _;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
@@ -65,6 +66,11 @@ enum Cmd {
         /// Runs of each side (alternating); the best counts.
         #[arg(long, default_value_t = 2)]
         runs: usize,
+        /// Name the topics PREFIX-plainN.DB.TABLE / PREFIX-sinkN.DB.TABLE
+        /// (N = run) instead of time-stamped names, for a broker whose topics
+        /// must exist beforehand (the mock broker has no CreateTopics).
+        #[arg(long, value_name = "PREFIX")]
+        fixed_topics: Option<String>,
     },
     /// Time a running bridge until the topics hold the expected messages.
     Watch {
@@ -209,12 +215,15 @@ fn pre_encode(
     Ok(out)
 }
 
-fn kafka_cfg(brokers: &str, tag: &str) -> KafkaConfig {
-    let stamp = now_us();
+fn kafka_cfg(brokers: &str, tag: &str, fixed: Option<&str>) -> KafkaConfig {
+    let base = match fixed {
+        Some(prefix) => format!("{prefix}-{tag}"),
+        None => format!("limits-{tag}-{}", now_us()),
+    };
     KafkaConfig {
         brokers: brokers.into(),
-        topic: format!("limits-{tag}-{stamp}.{{db}}.{{table}}"),
-        schema_topic: format!("limits-{tag}-{stamp}.schema"),
+        topic: format!("{base}.{{db}}.{{table}}"),
+        schema_topic: format!("{base}.schema"),
         ..KafkaConfig::default()
     }
 }
@@ -235,13 +244,29 @@ async fn create_topics(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<(), Err
 
 async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error> {
     let producer: FutureProducer = producer_config(cfg)?.create()?;
+    // Connected and topic metadata known before the clock starts, as the
+    // sink's producer is (its topics are checked before it is timed).
+    let mut topics: Vec<&str> = msgs.iter().map(|m| &m.topic[..]).collect();
+    topics.sort_unstable();
+    topics.dedup();
+    for t in topics {
+        producer
+            .client()
+            .fetch_metadata(Some(t), Duration::from_secs(10))?;
+    }
+    // The sink's window: max_in_flight messages and max_in_flight_bytes.
     let window = cfg.max_in_flight as usize;
-    let mut pending: VecDeque<rdkafka::producer::DeliveryFuture> = VecDeque::with_capacity(window);
+    let max_bytes = cfg.max_in_flight_bytes;
+    let mut held: u64 = 0;
+    let mut pending: VecDeque<(rdkafka::producer::DeliveryFuture, u64)> =
+        VecDeque::with_capacity(window);
     let start = Instant::now();
     for m in msgs {
-        while pending.len() >= window {
-            if let Some(f) = pending.pop_front() {
+        let bytes = (m.key.len() + m.value.len()) as u64;
+        while pending.len() >= window || (held > 0 && held + bytes > max_bytes) {
+            if let Some((f, b)) = pending.pop_front() {
                 f.await?.map_err(|(e, _)| e)?;
+                held -= b;
             }
         }
         let mut headers = OwnedHeaders::new_with_capacity(4)
@@ -271,7 +296,8 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
                 .headers(headers.clone());
             match producer.send_result(rec) {
                 Ok(f) => {
-                    pending.push_back(f);
+                    pending.push_back((f, bytes));
+                    held += bytes;
                     break;
                 }
                 Err((
@@ -280,8 +306,9 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
                     ),
                     _,
                 )) => match pending.pop_front() {
-                    Some(f) => {
+                    Some((f, b)) => {
                         f.await?.map_err(|(e, _)| e)?;
+                        held -= b;
                     }
                     None => tokio::time::sleep(Duration::from_millis(5)).await,
                 },
@@ -289,7 +316,7 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
             }
         }
     }
-    for f in pending {
+    for (f, _) in pending {
         f.await?.map_err(|(e, _)| e)?;
     }
     Ok(start.elapsed())
@@ -319,7 +346,7 @@ fn mariadb_binlog(path: &str) -> Result<Duration, Error> {
     Ok(t.elapsed())
 }
 
-async fn limits(path: &str, brokers: &str, runs: usize) -> Result<(), Error> {
+async fn limits(path: &str, brokers: &str, runs: usize, fixed: Option<&str>) -> Result<(), Error> {
     let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
     let name = std::path::Path::new(path)
         .file_name()
@@ -352,13 +379,13 @@ async fn limits(path: &str, brokers: &str, runs: usize) -> Result<(), Error> {
     let (mut plain_best, mut sink_best) = (Duration::MAX, Duration::MAX);
     let mut msg_bytes = 0usize;
     for round in 0..runs {
-        let cfg = kafka_cfg(brokers, &format!("plain{round}"));
+        let cfg = kafka_cfg(brokers, &format!("plain{round}"), fixed);
         create_topics(&cfg, &evs).await?;
         let msgs = pre_encode(&cfg, &evs, cfg.partitions as usize)?;
         msg_bytes = msgs.iter().map(|m| m.key.len() + m.value.len()).sum();
         let p = run_plain(&cfg, &msgs).await?;
         drop(msgs);
-        let cfg = kafka_cfg(brokers, &format!("sink{round}"));
+        let cfg = kafka_cfg(brokers, &format!("sink{round}"), fixed);
         create_topics(&cfg, &evs).await?;
         let s = run_sink(&cfg, &evs).await?;
         println!(
@@ -420,9 +447,11 @@ fn watermark_sum(c: &BaseConsumer, topics: &[String]) -> i64 {
         let Some(mt) = md.topics().first() else {
             continue;
         };
+        // High watermarks, not high - low: every topic is new (starts at
+        // offset 0), and the mock broker drops old segments as it goes.
         for p in mt.partitions() {
-            if let Ok((lo, hi)) = c.fetch_watermarks(t, p.id(), Duration::from_secs(5)) {
-                sum += hi - lo;
+            if let Ok((_, hi)) = c.fetch_watermarks(t, p.id(), Duration::from_secs(5)) {
+                sum += hi;
             }
         }
     }
@@ -656,7 +685,8 @@ async fn main() {
             file,
             brokers,
             runs,
-        } => limits(&file, &brokers, runs).await,
+            fixed_topics,
+        } => limits(&file, &brokers, runs, fixed_topics.as_deref()).await,
         Cmd::Watch {
             brokers,
             topic,

@@ -4,7 +4,8 @@
 # only ratios from one run mean anything).
 #
 #   bash scripts/bench.sh [--rows N] [--quick] [--workloads "a b c"] [--limit-runs N]
-#                         [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]
+#                         [--brokers "tansu mock"] [--skip-peer] [--skip-latency]
+#                         [--skip-failover] [--keep-env]
 #
 # --rows N (default 1000000) sizes every workload; --quick is a smoke run
 # (20000 rows, one run per limit, a short latency run, two failover rounds).
@@ -12,6 +13,16 @@
 # many times each limit is measured (the best run counts). --baseline BIN
 # also runs each end-to-end idempotent workload with another binlog-bridge
 # binary (e.g. a build before a change) for a before/after ratio.
+# --brokers (default both) picks the Kafka brokers every throughput and
+# latency row is measured against, each in its own table:
+# - tansu: a real on-disk broker (tansu 0.6.0 on sqlite). It acknowledges
+#   only ~5000 messages/s here and stores every message header as its own
+#   sqlite row, so its end-to-end and peer rows measure mostly the broker.
+# - mock: librdkafka's in-memory mock cluster (examples/mock_broker.rs) on a
+#   127.0.0.1 port. Not a real broker (no disk, no CreateTopics: its topics
+#   are made at its start, 3 partitions each; the bridge runs with
+#   create_topics = false); it shows the client-side limits of the bridge
+#   and of the peer.
 # Starts its own MariaDB, 3-member etcd and tansu broker (scripts/dev-env.sh,
 # data in target/bench/) on its own ports and stops them at the end:
 # BB_BENCH_MYSQL_PORT (13316), BB_BENCH_ETCD_PORT_BASE (12419: clients
@@ -47,8 +58,9 @@ WORKLOADS="a b c"
 SKIP_LATENCY=0
 LIMIT_RUNS=
 BASELINE=
+BROKERS="tansu mock"
 usage() {
-  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
+  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--brokers 'tansu mock'] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -58,6 +70,7 @@ while [ $# -gt 0 ]; do
     --workloads) [[ "${2:-}" =~ ^[abc]( [abc])*$ ]] || { echo "--workloads takes a space-separated list of a, b, c" >&2; exit 2; }; WORKLOADS=$2; shift 2 ;;
     --limit-runs) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "--limit-runs needs a number >= 1" >&2; exit 2; }; LIMIT_RUNS=$2; shift 2 ;;
     --baseline) [ -x "${2:-}" ] || { echo "--baseline needs an executable binlog-bridge binary" >&2; exit 2; }; BASELINE=$(realpath "$2"); shift 2 ;;
+    --brokers) [[ "${2:-}" =~ ^(tansu|mock)( (tansu|mock))?$ ]] || { echo "--brokers takes tansu, mock or both ('tansu mock')" >&2; exit 2; }; BROKERS=$2; shift 2 ;;
     --skip-peer) SKIP_PEER=1; shift ;;
     --skip-latency) SKIP_LATENCY=1; shift ;;
     --skip-failover) SKIP_FAILOVER=1; shift ;;
@@ -68,7 +81,10 @@ done
 # 2000 rows/s: the test broker (tansu on sqlite) acknowledges about 5000
 # messages/s on its own here, less while a consumer reads; at 5000 rows/s the
 # latency would be the broker's queue. BB_BENCH_LATENCY_RATE sets another.
+# The mock broker is measured at the issue's 5000 rows/s
+# (BB_BENCH_MOCK_LATENCY_RATE).
 LAT_SECS=20 LAT_RATE=${BB_BENCH_LATENCY_RATE:-2000} CHAOS_ROUNDS=4
+MOCK_LAT_RATE=${BB_BENCH_MOCK_LATENCY_RATE:-5000}
 if [ "$QUICK" = 1 ]; then
   ROWS=20000 LIMIT_RUNS=${LIMIT_RUNS:-1} LAT_SECS=8 CHAOS_ROUNDS=2
 fi
@@ -94,10 +110,11 @@ RESULTS=$DIR/results.txt
 record() { echo "$*" >>"$RESULTS"; } # ROW key=value ...
 
 say "building (release)"
-cargo build -q --release --bin binlog-bridge --example bench_tool
+cargo build -q --release --bin binlog-bridge --example bench_tool --example mock_broker
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 BIN=$TARGET/release/binlog-bridge
 TOOL=$TARGET/release/examples/bench_tool
+MOCK=$TARGET/release/examples/mock_broker
 
 if [ "$SKIP_PEER" = 0 ] && ! "$VENV/bin/python" -c 'import pymysqlreplication, confluent_kafka' 2>/dev/null; then
   say "creating the peer's venv in $VENV"
@@ -106,8 +123,10 @@ if [ "$SKIP_PEER" = 0 ] && ! "$VENV/bin/python" -c 'import pymysqlreplication, c
 fi
 
 BRIDGE_PID=
+MOCK_PID=
 cleanup() {
   [ -z "$BRIDGE_PID" ] || kill -KILL "$BRIDGE_PID" 2>/dev/null || true
+  [ -z "$MOCK_PID" ] || kill -KILL "$MOCK_PID" 2>/dev/null || true
   [ "$KEEP_ENV" = 1 ] || $ENV_SH down >/dev/null 2>&1 || true
 }
 trap cleanup EXIT
@@ -119,6 +138,46 @@ sql_in() { mariadb --defaults-file="$BB_MYSQL_CNF" -N; }
 # The workloads are written before the bridge reads them; make writing cheap.
 sql "SET GLOBAL innodb_flush_log_at_trx_commit=0; SET GLOBAL sync_binlog=0; SET GLOBAL max_binlog_size=1073741824"
 DATADIR=$(sql "SELECT @@datadir")
+
+# The mock broker, with every topic the runs below use (it cannot create
+# topics on request). Names match the ones the runs derive.
+MOCK_BROKERS=
+case " $BROKERS " in *" mock "*)
+  topics=()
+  for w in $WORKLOADS; do
+    case $w in a | b) table=t ;; c) table=m ;; esac
+    for ((r = 0; r < LIMIT_RUNS; r++)); do
+      for side in plain sink; do topics+=("limits-$w-$side$r.bench_$w.$table" "limits-$w-$side$r.schema"); done
+    done
+    for run in idempotent at-least-once idempotent-baseline; do
+      topics+=("mock-e2e-$w-$run.bench_$w.$table" "mock-e2e-$w-$run.schema-changes")
+    done
+    topics+=("mock-peer-$w.bench_$w.$table")
+  done
+  topics+=("mock-lat.bench_mlat.lat" "mock-lat.schema-changes")
+  args=()
+  for t in "${topics[@]}"; do args+=(--topic "$t:3"); done
+  "$MOCK" "${args[@]}" >"$DIR/mock-broker.out" 2>&1 &
+  MOCK_PID=$!
+  # About 0.3 s per topic: each creation waits for the mock's own thread.
+  for ((i = 0; i < 1200; i++)); do
+    MOCK_BROKERS=$(awk '/^BOOTSTRAP/ {print $2}' "$DIR/mock-broker.out")
+    [ -z "$MOCK_BROKERS" ] || break
+    kill -0 "$MOCK_PID" 2>/dev/null || die "the mock broker exited: $(cat "$DIR/mock-broker.out")"
+    sleep 0.1
+  done
+  [ -n "$MOCK_BROKERS" ] || die "the mock broker printed no address; see $DIR/mock-broker.out"
+  say "mock broker (pid $MOCK_PID) at $MOCK_BROKERS, ${#topics[@]} topics"
+  ;;
+esac
+# broker_env tansu|mock: sets BK_ADDR (bootstrap), BK_PREFIX (topic, pipeline
+# and result-name prefix) and BK_CREATE (the bridge's create_topics).
+broker_env() {
+  case "$1" in
+    tansu) BK_ADDR=$BB_KAFKA_BROKERS BK_PREFIX= BK_CREATE=true ;;
+    mock) BK_ADDR=$MOCK_BROKERS BK_PREFIX=mock- BK_CREATE=false ;;
+  esac
+}
 
 # ------------------------------------------------------------------ workloads
 TEN_COLS="id INT PRIMARY KEY, k BIGINT UNSIGNED, m MEDIUMINT, name VARCHAR(40), price DECIMAL(12,2),
@@ -200,7 +259,7 @@ SQL
 # (lite.rs:503) and serves nothing more. Throughput is measured here; takeover
 # times come from the chaos rounds (1 s lease). BB_BENCH_LEASE_TTL sets another.
 LEASE_TTL=${BB_BENCH_LEASE_TTL:-10}
-bridge_config() { # FILE NAME START DELIVERY INCLUDE TOPIC_PREFIX
+bridge_config() { # FILE NAME START DELIVERY INCLUDE TOPIC_PREFIX (uses BK_ADDR, BK_CREATE)
   cat >"$1" <<EOF
 [mysql]
 url = "$BB_MYSQL_URL"
@@ -214,7 +273,8 @@ pipeline = "$2"
 lease_ttl_secs = $LEASE_TTL
 
 [kafka]
-brokers = "$BB_KAFKA_BROKERS"
+brokers = "$BK_ADDR"
+create_topics = $BK_CREATE
 topic = "$6.{db}.{table}"
 schema_topic = "$6.schema-changes"
 format = "debezium"
@@ -263,58 +323,69 @@ for w in $WORKLOADS; do
   say "workload ($w) written in $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
   cp "$DATADIR/$FILE" "$DIR/$w.binlog"
 
-  say "workload ($w): decode and produce limits"
-  out=$("$TOOL" limits "$DIR/$w.binlog" --brokers "$BB_KAFKA_BROKERS" --runs "$LIMIT_RUNS") || die "limits ($w) failed"
-  echo "$out" >&2
-  res=$(grep '^RESULT' <<<"$out")
-  record "limits_$w ${res#RESULT }"
-  grep -q "rows=$ROWS " <<<"$res" || die "workload ($w): the binlog holds $(grep -o 'rows=[0-9]*' <<<"$res"), expected $ROWS"
-
   case $w in a | b) table=t ;; c) table=m ;; esac
-  runs="idempotent at-least-once"
-  [ -z "$BASELINE" ] || runs="$runs idempotent-baseline"
-  for run in $runs; do
-    mode=${run%-baseline}
-    bin=$BIN
-    [ "$run" = "$mode" ] || bin=$BASELINE
-    tag="e2e-$w-$run"
-    bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
-    start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
-    say "workload ($w): bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
-    out=$("$TOOL" watch --brokers "$BB_KAFKA_BROKERS" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID") ||
-      die "end-to-end ($w, $mode) failed; see $DIR/$tag.log"
+  for broker in $BROKERS; do
+    broker_env "$broker"
+    say "workload ($w), $broker broker: decode and produce limits"
+    fixed=()
+    [ "$broker" = tansu ] || fixed=(--fixed-topics "limits-$w")
+    out=$("$TOOL" limits "$DIR/$w.binlog" --brokers "$BK_ADDR" --runs "$LIMIT_RUNS" "${fixed[@]}") || die "limits ($w, $broker) failed"
     echo "$out" >&2
-    record "e2e_${w}_$run ${out#RESULT }"
-    stop_bridge
-  done
+    res=$(grep '^RESULT' <<<"$out")
+    record "${BK_PREFIX}limits_$w ${res#RESULT }"
+    grep -q "rows=$ROWS " <<<"$res" || die "workload ($w): the binlog holds $(grep -o 'rows=[0-9]*' <<<"$res"), expected $ROWS"
 
-  if [ "$SKIP_PEER" = 0 ]; then
-    say "workload ($w): peer (python-mysql-replication + confluent-kafka)"
-    out=$("$VENV/bin/python" "$ROOT/bench/peer.py" --mysql-port "$BB_MYSQL_PORT" --file "$FILE" --pos "$POS" \
-      --db "bench_$w" --expect "$ROWS" --brokers "$BB_KAFKA_BROKERS" --topic-prefix "peer-$w" 2>"$DIR/peer-$w.log") ||
-      die "peer ($w) failed; see $DIR/peer-$w.log"
-    echo "$out" >&2
-    record "peer_$w ${out#RESULT }"
-  fi
+    runs="idempotent at-least-once"
+    [ -z "$BASELINE" ] || runs="$runs idempotent-baseline"
+    for run in $runs; do
+      mode=${run%-baseline}
+      bin=$BIN
+      [ "$run" = "$mode" ] || bin=$BASELINE
+      tag="${BK_PREFIX}e2e-$w-$run"
+      bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
+      start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
+      say "workload ($w), $broker broker: bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
+      out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID") ||
+        die "end-to-end ($w, $mode, $broker) failed; see $DIR/$tag.log"
+      echo "$out" >&2
+      record "${BK_PREFIX}e2e_${w}_$run ${out#RESULT }"
+      stop_bridge
+    done
+
+    if [ "$SKIP_PEER" = 0 ]; then
+      say "workload ($w), $broker broker: peer (python-mysql-replication + confluent-kafka)"
+      out=$("$VENV/bin/python" "$ROOT/bench/peer.py" --mysql-port "$BB_MYSQL_PORT" --file "$FILE" --pos "$POS" \
+        --db "bench_$w" --expect "$ROWS" --brokers "$BK_ADDR" --topic-prefix "${BK_PREFIX}peer-$w" 2>"$DIR/${BK_PREFIX}peer-$w.log") ||
+        die "peer ($w, $broker) failed; see $DIR/${BK_PREFIX}peer-$w.log"
+      echo "$out" >&2
+      record "${BK_PREFIX}peer_$w ${out#RESULT }"
+    fi
+  done
 done
 
 if [ "$SKIP_LATENCY" = 0 ]; then
-  say "latency: $LAT_RATE rows/s for $LAT_SECS s while the bridge streams"
-  "$TOOL" latency-table --mysql "$BB_MYSQL_ADMIN_URL" --db bench_lat --brokers "$BB_KAFKA_BROKERS" \
-    --topic lat.bench_lat.lat || die "cannot create the latency table or topic"
-  bridge_config "$DIR/latency.toml" "bench-latency" "latest" "idempotent" "bench_lat.*" "lat"
-  start_bridge "$DIR/latency.toml" "$DIR/latency.log"
-  wait_streaming || die "the bridge did not start streaming; see $DIR/latency.log"
-  if out=$("$TOOL" latency --mysql "$BB_MYSQL_ADMIN_URL" --brokers "$BB_KAFKA_BROKERS" --db bench_lat \
-    --topic lat.bench_lat.lat --rate "$LAT_RATE" --seconds "$LAT_SECS"); then
-    echo "$out" >&2
-    record "latency ${out#RESULT }"
-  else
-    say "latency run failed; see $DIR/latency.log"
-    record "latency failed=1 rate=$LAT_RATE"
-  fi
-  stop_bridge
+  for broker in $BROKERS; do
+    broker_env "$broker"
+    db=bench_lat topic=lat.bench_lat.lat rate=$LAT_RATE
+    [ "$broker" = tansu ] || db=bench_mlat topic=mock-lat.bench_mlat.lat rate=$MOCK_LAT_RATE
+    say "latency, $broker broker: $rate rows/s for $LAT_SECS s while the bridge streams"
+    "$TOOL" latency-table --mysql "$BB_MYSQL_ADMIN_URL" --db "$db" --brokers "$BK_ADDR" \
+      --topic "$topic" || die "cannot create the latency table or topic"
+    bridge_config "$DIR/${BK_PREFIX}latency.toml" "bench-${BK_PREFIX}latency" "latest" "idempotent" "$db.*" "${topic%%.*}"
+    start_bridge "$DIR/${BK_PREFIX}latency.toml" "$DIR/${BK_PREFIX}latency.log"
+    wait_streaming || die "the bridge did not start streaming; see $DIR/${BK_PREFIX}latency.log"
+    if out=$("$TOOL" latency --mysql "$BB_MYSQL_ADMIN_URL" --brokers "$BK_ADDR" --db "$db" \
+      --topic "$topic" --rate "$rate" --seconds "$LAT_SECS"); then
+      echo "$out" >&2
+      record "${BK_PREFIX}latency ${out#RESULT }"
+    else
+      say "latency run failed; see $DIR/${BK_PREFIX}latency.log"
+      record "${BK_PREFIX}latency failed=1 rate=$rate"
+    fi
+    stop_bridge
+  done
 fi
+[ -z "$MOCK_PID" ] || { kill -TERM "$MOCK_PID" 2>/dev/null || true; wait "$MOCK_PID" 2>/dev/null || true; MOCK_PID=; }
 $ENV_SH down >/dev/null 2>&1 || true
 
 if [ "$SKIP_FAILOVER" = 0 ]; then
@@ -336,5 +407,13 @@ if [ "$SKIP_FAILOVER" = 0 ]; then
   record "failover_verify ok=$chaos_ok"
 fi
 
-echo
-python3 "$ROOT/bench/table.py" "$RESULTS" "$ROWS"
+for broker in $BROKERS; do
+  broker_env "$broker"
+  echo
+  case $broker in
+    tansu) echo "## tansu 0.6.0 (sqlite, on disk): a real broker, the bottleneck of most end-to-end rows" ;;
+    mock) echo "## librdkafka mock cluster (in memory): client-side limits of the bridge and the peer" ;;
+  esac
+  echo
+  python3 "$ROOT/bench/table.py" "$RESULTS" "$ROWS" "$broker"
+done

@@ -327,6 +327,11 @@ pub struct KafkaConfig {
     /// the window is full the sink waits for acknowledgements, so the source slows down.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: u32,
+    /// Key + value bytes of the messages in that window, at most (a single
+    /// larger message still goes alone). Bounds memory when nothing else
+    /// does (at-least-once delivery has no delivery-timeout bound).
+    #[serde(default = "default_max_in_flight_bytes")]
+    pub max_in_flight_bytes: u64,
     /// Message key for tables with neither a primary key nor a `key_columns`
     /// entry: `table` (the table name: all its rows in one partition, in
     /// order) or `none` (no key: spread over partitions, no order).
@@ -452,6 +457,9 @@ fn default_batch_bytes() -> u32 {
 fn default_max_in_flight() -> u32 {
     100_000
 }
+fn default_max_in_flight_bytes() -> u64 {
+    16 * 1024 * 1024
+}
 fn default_create_topics() -> bool {
     true
 }
@@ -494,6 +502,7 @@ impl Default for KafkaConfig {
             linger_ms: default_linger_ms(),
             batch_bytes: default_batch_bytes(),
             max_in_flight: default_max_in_flight(),
+            max_in_flight_bytes: default_max_in_flight_bytes(),
             keyless: Keyless::default(),
             create_topics: default_create_topics(),
             debezium_schema: false,
@@ -1052,6 +1061,12 @@ fn validate_kafka(k: &KafkaConfig, errs: &mut Vec<String>) {
         errs.push(format!(
             "kafka.max_in_flight = {} is out of range; use 1 to 1000000 (default 100000)",
             k.max_in_flight
+        ));
+    }
+    if k.max_in_flight_bytes < 1024 || k.max_in_flight_bytes > 1 << 30 {
+        errs.push(format!(
+            "kafka.max_in_flight_bytes = {} is out of range; use 1024 to 1073741824 (default 16777216 = 16 MiB)",
+            k.max_in_flight_bytes
         ));
     }
     security::validate_kafka_security(k, errs);

@@ -235,3 +235,75 @@ async fn a_cancelled_send_stops_the_sink() {
     assert!(e.to_string().contains("cancelled"), "{e}");
     assert_eq!(sink.acked_position(), acked_before);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_window_stops_at_max_in_flight_bytes_with_the_broker_down() {
+    let mut broker = PrivateBroker::start();
+    let max_bytes: u64 = 64 * 1024;
+    // The message-count window is far larger: only the byte bound can stop it.
+    let mut cfg = config(&broker.brokers(), 100_000);
+    cfg.max_in_flight_bytes = max_bytes;
+    let mut sink = KafkaSink::new(&cfg, "demo", 3).await.unwrap();
+    for ev in row_and_commit(0) {
+        sink.send(&ev).await.unwrap();
+    }
+    sink.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(
+        sink.in_flight_bytes(),
+        0,
+        "acknowledged bytes must leave the window"
+    );
+
+    broker.kill();
+    let total: u64 = 2000;
+    let sent = Arc::new(AtomicUsize::new(0));
+    let seen_bytes: Arc<Mutex<Vec<u64>>> = Arc::default();
+    let task = {
+        let (sent, seen_bytes) = (sent.clone(), seen_bytes.clone());
+        tokio::spawn(async move {
+            for i in 1..total {
+                for ev in row_and_commit(i) {
+                    sink.send(&ev).await.unwrap();
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                seen_bytes.lock().unwrap().push(sink.in_flight_bytes());
+            }
+            sink
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent_during = sent.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        sent_during,
+        "with the broker down the sender must block at the byte bound"
+    );
+    let seen = seen_bytes.lock().unwrap().clone();
+    let peak = seen.iter().copied().max().unwrap_or(0);
+    let per_msg = peak / sent_during.max(1) as u64;
+    println!("broker down: {sent_during} rows sent, {peak} bytes in flight (~{per_msg} B/message), bound {max_bytes}");
+    assert!(
+        peak <= max_bytes,
+        "{peak} bytes in flight past a bound of {max_bytes}"
+    );
+    // It stopped because the next message did not fit, not earlier.
+    assert!(
+        peak + 2 * per_msg > max_bytes,
+        "stopped at {peak} bytes, well below the bound of {max_bytes}"
+    );
+    assert!(sent_during > 10 && sent_during < total as usize - 1);
+
+    broker.restart();
+    let mut sink = tokio::time::timeout(Duration::from_secs(120), task)
+        .await
+        .expect("sender resumes after the broker is back")
+        .unwrap();
+    let acked = sink.flush(Duration::from_secs(60)).await.unwrap();
+    assert_eq!(acked, Some(commit_pos(total - 1)));
+    assert_eq!(sink.in_flight_bytes(), 0);
+    let ids = consume_ids(&broker.brokers(), "outage.shop.outage", total as usize);
+    let unique: HashSet<i64> = ids.iter().copied().collect();
+    assert_eq!(unique.len(), total as usize, "lost rows");
+    assert_eq!(ids.len(), total as usize, "duplicated rows");
+}

@@ -317,6 +317,7 @@ fn kafka_sink_keys_have_throughput_defaults() {
     assert_eq!(c.kafka.linger_ms, 5);
     assert_eq!(c.kafka.batch_bytes, 1_000_000);
     assert_eq!(c.kafka.max_in_flight, 100_000);
+    assert_eq!(c.kafka.max_in_flight_bytes, 16 * 1024 * 1024);
     assert_eq!(c.kafka.keyless, Keyless::Table);
     assert!(c.kafka.create_topics);
     assert!(!c.kafka.debezium_schema);
@@ -333,7 +334,7 @@ fn kafka_sink_keys_have_throughput_defaults() {
 #[test]
 fn kafka_sink_keys_out_of_range_are_refused_with_the_range() {
     let text = format!(
-        "{MINIMAL}\n[kafka]\nformat = \"canal\"\nlinger_ms = 400000\nbatch_bytes = 0\nmax_in_flight = 0\ndebezium_schema = true\n"
+        "{MINIMAL}\n[kafka]\nformat = \"canal\"\nlinger_ms = 400000\nbatch_bytes = 0\nmax_in_flight = 0\nmax_in_flight_bytes = 100\ndebezium_schema = true\n"
     );
     assert_eq!(
         invalid(&text),
@@ -341,6 +342,7 @@ fn kafka_sink_keys_out_of_range_are_refused_with_the_range() {
             "kafka.linger_ms = 400000 is out of range; use 0 to 300000 (default 5)",
             "kafka.batch_bytes = 0 is out of range; use 1 to 2147483647 (default 1000000)",
             "kafka.max_in_flight = 0 is out of range; use 1 to 1000000 (default 100000)",
+            "kafka.max_in_flight_bytes = 100 is out of range; use 1024 to 1073741824 (default 16777216 = 16 MiB)",
             "kafka.debezium_schema = true only applies to format = \"debezium\", not Canal; remove it",
         ]
     );

@@ -36,6 +36,33 @@ pub(crate) struct Delivery {
     /// Counted when Kafka acknowledges (metrics on): the topic's counters,
     /// the message's key + value bytes, when it was handed over.
     count: Option<(Arc<TopicProduced>, usize, Instant, Arc<Histogram>)>,
+    /// This message's share of the window's bytes, given back when the
+    /// entry leaves the acknowledgement queue or is dropped (abort), once.
+    _window: WindowBytes,
+}
+
+/// Key + value bytes handed to the producer and not yet acknowledged.
+#[derive(Clone, Default)]
+struct WindowBytes(Arc<std::sync::atomic::AtomicU64>, u64);
+
+impl WindowBytes {
+    fn get(&self) -> u64 {
+        self.0.load(std::sync::atomic::Ordering::Relaxed)
+    }
+    fn take(&self, bytes: u64) -> WindowBytes {
+        self.0
+            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        WindowBytes(self.0.clone(), bytes)
+    }
+}
+
+impl Drop for WindowBytes {
+    fn drop(&mut self) {
+        if self.1 > 0 {
+            self.0
+                .fetch_sub(self.1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl Future for Delivery {
@@ -73,6 +100,9 @@ pub struct KafkaSink {
     pipeline: Arc<str>,
     epoch: String,
     window: usize,
+    /// Byte bound of the window (`kafka.max_in_flight_bytes`) and what it holds.
+    window_max_bytes: u64,
+    window_bytes: WindowBytes,
     /// Age bound of the window: nothing more is handed to the producer while
     /// the oldest unacknowledged message has waited this long (half of
     /// `message.timeout.ms`, when set). Without it a full window queued
@@ -139,6 +169,8 @@ impl KafkaSink {
             window: usize::try_from(cfg.max_in_flight)
                 .unwrap_or(usize::MAX)
                 .max(1),
+            window_max_bytes: cfg.max_in_flight_bytes.max(1),
+            window_bytes: WindowBytes::default(),
             max_age: cfg
                 .properties
                 .get("message.timeout.ms")
@@ -485,7 +517,11 @@ impl KafkaSink {
                 return Ok(());
             }
         }
-        while self.tracker.in_flight() >= self.effective_window() || self.oldest_too_old() {
+        let bytes = (key.map_or(0, <[u8]>::len) + value.len()) as u64;
+        while self.tracker.in_flight() >= self.effective_window()
+            || self.oldest_too_old()
+            || self.bytes_full(bytes)
+        {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
             }
@@ -522,6 +558,7 @@ impl KafkaSink {
                         inner,
                         topic: topic.clone(),
                         count,
+                        _window: self.window_bytes.take(bytes),
                     });
                     return Ok(());
                 }
@@ -593,6 +630,18 @@ impl KafkaSink {
         };
         let rate = self.ack_rate.update(self.tracker.acked_messages());
         ((rate * max.as_secs_f64()) as usize).clamp(MIN_WINDOW.min(self.window), self.window)
+    }
+
+    /// A message of `bytes` does not fit beside what is in flight
+    /// (`max_in_flight_bytes`); one message alone always fits.
+    fn bytes_full(&self, bytes: u64) -> bool {
+        let held = self.window_bytes.get();
+        held > 0 && held + bytes > self.window_max_bytes
+    }
+
+    /// Key + value bytes handed to the producer and not yet acknowledged.
+    pub fn in_flight_bytes(&self) -> u64 {
+        self.window_bytes.get()
     }
 
     /// The oldest unacknowledged message has waited `max_age` or longer.
