@@ -46,19 +46,17 @@ async fn excluded_columns_are_in_no_format_and_a_key_column_is_refused() {
     for b in &bridges {
         b.wait_streaming(Duration::from_secs(30));
     }
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!(
             "CREATE DATABASE {db}; \
              CREATE TABLE {db}.users (id INT PRIMARY KEY, name VARCHAR(20), ssn VARCHAR(11), pw_hash VARCHAR(64)); \
              INSERT INTO {db}.users VALUES (1, 'ann', '123-45-6789', 'hash-one'), (2, 'bob', '987-65-4321', 'hash-two'); \
              UPDATE {db}.users SET name = 'anne', ssn = '000-00-0000' WHERE id = 1; \
              DELETE FROM {db}.users WHERE id = 2"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
 
     for format in formats {
         let topic = format!("{db}_{format}.{db}.users");

@@ -72,17 +72,15 @@ async fn wrong_mysql_password_backs_off_names_the_user_and_recovers_when_fixed()
     let db = common::unique("ops_pw");
     let user = format!("u{}", &db[db.len() - 8..]);
     let secret = format!("Right-{db}");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!(
             "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; \
              GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'; \
              CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("pw");
     std::fs::write(&pw, "Wrong-password-9\n").unwrap();
@@ -221,15 +219,11 @@ async fn kafka_unreachable_at_startup_is_retried_then_every_row_streams() {
     let mut broker = PrivateBroker::start();
     broker.stop();
     let db = common::unique("ops_kafka_down");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let cfg = config(
@@ -280,15 +274,11 @@ async fn etcd_down_at_startup_and_quorum_loss_flip_readyz_with_a_reason() {
         etcd.kill_member(i);
     }
     let db = common::unique("ops_etcd_down");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"),
+    )
+    .await;
     let pos: mysql_async::Row = admin
         .query_first("SHOW MASTER STATUS")
         .await
@@ -362,15 +352,11 @@ async fn etcd_down_at_startup_and_quorum_loss_flip_readyz_with_a_reason() {
 async fn a_table_recreated_with_other_columns_mid_stream_decodes_with_the_new_ones() {
     let env = common::dev_env();
     let db = common::unique("ops_recreate");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, a INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, a INT)"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let port = common::free_port();
     let cfg = config(

@@ -93,15 +93,11 @@ async fn streams_into_a_scram_broker_and_never_shows_the_password() {
 
     let bridge = RunningBridge::start(dir.path(), &config, port, &secret_env);
     bridge.wait_streaming(Duration::from_secs(30));
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"),
+    )
+    .await;
     for i in 0..20 {
         admin
             .query_drop(format!("INSERT INTO {db}.t VALUES ({i}, {i})"))

@@ -20,16 +20,14 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     // A user of its own, with a password that cannot appear by accident.
     let user = format!("u{}", &db[db.len() - 8..]);
     let secret = format!("Pw-{db}-x9");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!(
             "CREATE USER '{user}'@'%' IDENTIFIED BY '{secret}'; \
              GRANT SELECT, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO '{user}'@'%'"
-        ))
-        .await
-        .unwrap();
+        ),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let pw = dir.path().join("mysql-password");
     std::fs::write(&pw, format!("{secret}\n")).unwrap();

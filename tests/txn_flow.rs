@@ -33,15 +33,11 @@ async fn wire_path_against_librdkafka_mock_cluster() {
         .unwrap();
     mock.create_topic(&format!("{db}.progress"), 1, 1).unwrap();
 
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"),
+    )
+    .await;
 
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (common::free_port(), common::free_port());

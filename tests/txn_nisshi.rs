@@ -55,15 +55,11 @@ async fn nisshi_kill9_and_zombie_handover_fences_the_old_leader_and_loses_nothin
     let broker = PrivateBroker::start_bin(nisshi());
     let brokers = broker.brokers();
     let db = common::unique("txn_nisshi");
-    let mut admin = mysql_async::Conn::from_url(&env.mysql_admin_url)
-        .await
-        .unwrap();
-    admin
-        .query_drop(format!(
-            "CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"
-        ))
-        .await
-        .unwrap();
+    let mut admin = common::root_with(
+        &env.mysql_admin_url,
+        &format!("CREATE DATABASE {db}; CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT)"),
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let ports = [common::free_port(), common::free_port()];
     let configs: Vec<String> = (0..2)

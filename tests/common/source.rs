@@ -29,6 +29,16 @@ pub async fn root(url: &str) -> mysql_async::Conn {
     })
 }
 
+/// A root connection to `url` that has run the setup statements `sql`.
+pub async fn root_with(url: &str, sql: &str) -> mysql_async::Conn {
+    use mysql_async::prelude::Queryable;
+    let mut conn = root(url).await;
+    conn.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("setup SQL failed: {e}\n{sql}"));
+    conn
+}
+
 pub fn mysql_config(url: &str, server_id: u32, include: &[&str]) -> MysqlConfig {
     MysqlConfig {
         url: url.into(),
