@@ -107,29 +107,11 @@ async fn broker_crash_mid_stream_loses_nothing_and_position_waits_for_acks() {
     broker.kill();
 
     // Keep streaming while the broker is down, in a task that reports progress.
-    let sent = Arc::new(AtomicUsize::new(0));
-    let seen_acked: Arc<Mutex<Vec<Option<Position>>>> = Arc::default();
-    let task = {
-        let (sent, seen_acked) = (sent.clone(), seen_acked.clone());
-        tokio::spawn(async move {
-            for i in before_crash..total {
-                for ev in row_and_commit(i) {
-                    sink.send(&ev).await.unwrap();
-                }
-                sent.fetch_add(1, Ordering::SeqCst);
-                seen_acked.lock().unwrap().push(sink.acked_position());
-            }
-            sink
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent_during = sent.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        sent.load(Ordering::SeqCst),
-        sent_during,
-        "with the broker down the sender must block (window full), not buffer"
-    );
+    let Blocked {
+        sent: sent_during,
+        seen: seen_acked,
+        task,
+    } = send_until_blocked(sink, before_crash..total, |s| s.acked_position()).await;
     assert!(
         sent_during <= window as usize,
         "sent {sent_during} rows past a window of {window}"
@@ -256,29 +238,11 @@ async fn the_window_stops_at_max_in_flight_bytes_with_the_broker_down() {
 
     broker.kill();
     let total: u64 = 2000;
-    let sent = Arc::new(AtomicUsize::new(0));
-    let seen_bytes: Arc<Mutex<Vec<u64>>> = Arc::default();
-    let task = {
-        let (sent, seen_bytes) = (sent.clone(), seen_bytes.clone());
-        tokio::spawn(async move {
-            for i in 1..total {
-                for ev in row_and_commit(i) {
-                    sink.send(&ev).await.unwrap();
-                }
-                sent.fetch_add(1, Ordering::SeqCst);
-                seen_bytes.lock().unwrap().push(sink.in_flight_bytes());
-            }
-            sink
-        })
-    };
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let sent_during = sent.load(Ordering::SeqCst);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(
-        sent.load(Ordering::SeqCst),
-        sent_during,
-        "with the broker down the sender must block at the byte bound"
-    );
+    let Blocked {
+        sent: sent_during,
+        seen: seen_bytes,
+        task,
+    } = send_until_blocked(sink, 1..total, |s| s.in_flight_bytes()).await;
     let seen = seen_bytes.lock().unwrap().clone();
     let peak = seen.iter().copied().max().unwrap_or(0);
     let per_msg = peak / sent_during.max(1) as u64;
@@ -306,4 +270,52 @@ async fn the_window_stops_at_max_in_flight_bytes_with_the_broker_down() {
     let unique: HashSet<i64> = ids.iter().copied().collect();
     assert_eq!(unique.len(), total as usize, "lost rows");
     assert_eq!(ids.len(), total as usize, "duplicated rows");
+}
+
+/// A sender task streaming rows while the broker is down, once it stopped.
+struct Blocked<T> {
+    /// Rows sent before it blocked.
+    sent: usize,
+    /// `sample(sink)` after each row sent.
+    seen: Arc<Mutex<Vec<T>>>,
+    /// Finishes (returning the sink) once the broker is back.
+    task: tokio::task::JoinHandle<KafkaSink>,
+}
+
+/// Send `rows` in a task, sampling the sink after each; wait 3 s, then check
+/// over one more second that the sender is blocked (the window is full), not
+/// buffering.
+async fn send_until_blocked<T: Send + 'static>(
+    mut sink: KafkaSink,
+    rows: std::ops::Range<u64>,
+    sample: fn(&KafkaSink) -> T,
+) -> Blocked<T> {
+    let sent = Arc::new(AtomicUsize::new(0));
+    let seen: Arc<Mutex<Vec<T>>> = Arc::default();
+    let task = {
+        let (sent, seen) = (sent.clone(), seen.clone());
+        tokio::spawn(async move {
+            for i in rows {
+                for ev in row_and_commit(i) {
+                    sink.send(&ev).await.unwrap();
+                }
+                sent.fetch_add(1, Ordering::SeqCst);
+                seen.lock().unwrap().push(sample(&sink));
+            }
+            sink
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent_during = sent.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        sent.load(Ordering::SeqCst),
+        sent_during,
+        "with the broker down the sender must block (window full), not buffer"
+    );
+    Blocked {
+        sent: sent_during,
+        seen,
+        task,
+    }
 }
