@@ -402,6 +402,34 @@ async fn excluded_tables_send_nothing_but_still_advance_the_position() {
             .unwrap(),
         None
     );
+    // Schema changes follow the same filter: one of an excluded table or
+    // database is not sent, and the position still moves past it.
+    for (i, (db, sql)) in [
+        ("shop", "ALTER TABLE tmp_x ADD COLUMN z INT"),
+        ("audit", "CREATE TABLE logs (id INT PRIMARY KEY)"),
+        ("audit", "CREATE DATABASE audit"),
+        ("shop", "ALTER TABLE kept ADD COLUMN z INT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sink.send(&ddl_event(
+            db,
+            sql,
+            &tx,
+            pos("binlog.000004", 100 + i as u64, 0),
+        ))
+        .await
+        .unwrap();
+    }
+    let acked = sink.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(acked, Some(pos("binlog.000004", 103, 1)));
+    let ddl = consume(&format!("{prefix}.schema"), 1);
+    assert!(
+        ddl[0].value.to_string().contains("ALTER TABLE kept"),
+        "{:?}",
+        ddl[0].value
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

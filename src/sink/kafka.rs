@@ -467,9 +467,13 @@ impl KafkaSink {
                 self.tracker.push_resume(ev.position.clone());
             }
             EventKind::Schema(ddl) => {
-                let encoded = format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx);
+                let target = format::classify_ddl(&ddl.statement, &ddl.database);
+                let encoded = if self.router.allows_ddl(&target, &ddl.statement) {
+                    format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx)
+                } else {
+                    None
+                };
                 if let Some((key, value)) = encoded {
-                    let target = format::classify_ddl(&ddl.statement, &ddl.database);
                     let topic: Arc<str> = render_topic(
                         &self.schema_topic,
                         &target.database,
