@@ -52,6 +52,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 type Error = Box<dyn std::error::Error>;
 
+/// The binary's allocator, so "our decoder" and "our sink" here cost what
+/// they cost inside `binlog-bridge run` (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
