@@ -76,6 +76,12 @@ def main():
             b_r = num(base.get("rate"))
             e_r = num(one(f"e2e_{w}_idempotent").get("rate"))
             print(f"| end-to-end idempotent, this build vs --baseline build (rows/s) | {names[w]} | {rate(e_r)} | baseline {rate(b_r)} | {ratio(e_r, b_r)} | - |")
+            # CPU time of the whole bridge process over the same rows: less
+            # sensitive than rows/s to what else the machine runs.
+            b_c = num(base.get("cpu_secs"))
+            e_c = num(one(f"e2e_{w}_idempotent").get("cpu_secs"))
+            if b_c and e_c:
+                print(f"| end-to-end idempotent, this build vs --baseline build (bridge CPU-seconds, lower is better) | {names[w]} | {e_c:.2f} | baseline {b_c:.2f} | {ratio(e_c, b_c)} | - |")
         if broker == "mock":
             print(f"| end-to-end transactional | {names[w]} | not measured | - | - | the mock's transactions are not real (no fencing, aborted messages visible) |")
         else:

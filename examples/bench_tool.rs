@@ -2,9 +2,12 @@
 //! row of the benchmark table and ends with one `RESULT key=value ...` line
 //! the script reads.
 //!
-//! - `limits FILE`: the two limits of the pipeline on the rows of one binlog
-//!   file. Decode: our decoder (checksums verified, every event into a
-//!   `ChangeEvent`) next to `mariadb-binlog -v FILE > /dev/null`. Produce: the
+//! - `limits FILE...`: the two limits of the pipeline on the rows of the
+//!   binlog files a workload wrote (in order: a workload larger than
+//!   MariaDB's `max_binlog_size` cap of 1 GiB spans several). Decode: our
+//!   decoder (checksums verified, every event into a `ChangeEvent`, one
+//!   decoder across the files as a replica would read them) next to
+//!   `mariadb-binlog -v FILE... > /dev/null`. Produce: the
 //!   decoded events sent through [`KafkaSink`] next to a plain rdkafka
 //!   `FutureProducer` sending the same messages pre-encoded (same topic,
 //!   partition, key, value and headers, same producer settings and in-flight
@@ -49,6 +52,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 type Error = Box<dyn std::error::Error>;
 
+/// The binary's allocator, so "our decoder" and "our sink" here cost what
+/// they cost inside `binlog-bridge run` (src/main.rs).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
@@ -57,10 +65,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Decode and produce limits on the rows of one binlog file.
+    /// Decode and produce limits on the rows of a workload's binlog files.
     Limits {
-        /// A binlog file (copied from the server's data directory).
-        file: String,
+        /// The binlog files the workload wrote, in order (copied from the
+        /// server's data directory, under their own names).
+        #[arg(required = true)]
+        files: Vec<String>,
         #[arg(long)]
         brokers: String,
         /// Runs of each side (alternating); the best counts.
@@ -138,34 +148,67 @@ fn now_us() -> i64 {
 
 // ---------------------------------------------------------------- limits
 
-/// Decodes every event of a binlog file; returns the events and the time taken.
-fn decode(bytes: &[u8], name: &str) -> Result<(Vec<ChangeEvent>, Duration), Error> {
-    if bytes.get(..4) != Some(&[0xfe, b'b', b'i', b'n']) {
-        return Err(format!("{name} is not a binlog file (bad magic)").into());
-    }
+/// Decodes every event of `files` (read one at a time, in order, through one
+/// decoder); returns the events and the time spent decoding (reading the
+/// files from disk is not counted).
+fn decode(files: &[String]) -> Result<(Vec<ChangeEvent>, Duration), Error> {
     let mut out = Vec::new();
-    let start = Instant::now();
+    let mut spent = Duration::ZERO;
     let mut d = Decoder::new(Arc::new(Charsets::default()), TableFilter::default(), true);
-    d.resume_at(&Position::new(name, 4));
-    let mut at = 4usize;
-    while at + 19 <= bytes.len() {
-        let size = u32::from_le_bytes([
-            bytes[at + 9],
-            bytes[at + 10],
-            bytes[at + 11],
-            bytes[at + 12],
-        ]) as usize;
-        let Some(ev) = bytes.get(at..at + size) else {
-            return Err(format!("{name}: truncated event at offset {at}").into());
-        };
-        d.feed(ev)
-            .map_err(|e| format!("{name}: offset {at}: {e}"))?;
-        while let Some(ev) = d.pop() {
-            out.push(ev);
+    for (i, path) in files.iter().enumerate() {
+        let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
+        let name = file_name(path);
+        if bytes.get(..4) != Some(&[0xfe, b'b', b'i', b'n']) {
+            return Err(format!("{path} is not a binlog file (bad magic)").into());
         }
-        at += size.max(19);
+        let start = Instant::now();
+        if i == 0 {
+            d.resume_at(&Position::new(&name, 4));
+        } else {
+            // The previous file ended with a ROTATE naming this one; say so
+            // anyway, so an error names the right file.
+            d.set_file(&name);
+        }
+        let mut at = 4usize;
+        while at + 19 <= bytes.len() {
+            let size = u32::from_le_bytes([
+                bytes[at + 9],
+                bytes[at + 10],
+                bytes[at + 11],
+                bytes[at + 12],
+            ]) as usize;
+            if size < 19 {
+                return Err(
+                    format!("{path}: event at offset {at} claims {size} bytes (< 19)").into(),
+                );
+            }
+            let Some(ev) = bytes.get(at..at + size) else {
+                return Err(format!("{path}: truncated event at offset {at}").into());
+            };
+            d.feed(ev)
+                .map_err(|e| format!("{path}: offset {at}: {e}"))?;
+            while let Some(ev) = d.pop() {
+                out.push(ev);
+            }
+            at += size;
+        }
+        spent += start.elapsed();
     }
-    Ok((out, start.elapsed()))
+    if d.in_transaction() {
+        return Err(format!(
+            "{} ends inside a transaction: pass every binlog file the workload wrote",
+            files.last().map(String::as_str).unwrap_or("")
+        )
+        .into());
+    }
+    Ok((out, spent))
+}
+
+fn file_name(path: &str) -> String {
+    std::path::Path::new(path)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn rows_of(evs: &[ChangeEvent]) -> usize {
@@ -332,26 +375,31 @@ async fn run_sink(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<Duration, Er
     Ok(start.elapsed())
 }
 
-fn mariadb_binlog(path: &str) -> Result<Duration, Error> {
+fn mariadb_binlog(files: &[String]) -> Result<Duration, Error> {
     let t = Instant::now();
     let status = Command::new("mariadb-binlog")
         .arg("-v")
-        .arg(path)
+        .args(files)
         .stdout(Stdio::null())
         .status()
         .map_err(|e| format!("cannot run mariadb-binlog (install mariadb-client): {e}"))?;
     if !status.success() {
-        return Err(format!("mariadb-binlog -v {path} failed: {status}").into());
+        return Err(format!("mariadb-binlog -v {} failed: {status}", files.join(" ")).into());
     }
     Ok(t.elapsed())
 }
 
-async fn limits(path: &str, brokers: &str, runs: usize, fixed: Option<&str>) -> Result<(), Error> {
-    let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
-    let name = std::path::Path::new(path)
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
+async fn limits(
+    files: &[String],
+    brokers: &str,
+    runs: usize,
+    fixed: Option<&str>,
+) -> Result<(), Error> {
+    let mut file_bytes = 0u64;
+    for f in files {
+        file_bytes += std::fs::metadata(f).map_err(|e| format!("{f}: {e}"))?.len();
+    }
+    let shown = files.join(" ");
     let runs = runs.max(1);
     let (mut ours, mut theirs) = (Duration::MAX, Duration::MAX);
     let mut evs = Vec::new();
@@ -359,19 +407,18 @@ async fn limits(path: &str, brokers: &str, runs: usize, fixed: Option<&str>) -> 
     // shared machine, so take the best of at least three.
     for _ in 0..runs.max(3) {
         evs.clear();
-        let (e, t) = decode(&bytes, &name)?;
+        let (e, t) = decode(files)?;
         evs = e;
         ours = ours.min(t);
-        theirs = theirs.min(mariadb_binlog(path)?);
+        theirs = theirs.min(mariadb_binlog(files)?);
     }
     let rows = rows_of(&evs);
     if rows == 0 {
-        return Err(format!("{path} holds no row events").into());
+        return Err(format!("{shown} holds no row events").into());
     }
     let per_s = |d: Duration| rows as f64 / d.as_secs_f64();
     println!(
-        "decode {path} ({} bytes, {rows} rows): ours {:.0} rows/s, mariadb-binlog -v {:.0} rows/s",
-        bytes.len(),
+        "decode {shown} ({file_bytes} bytes, {rows} rows): ours {:.0} rows/s, mariadb-binlog -v {:.0} rows/s",
         per_s(ours),
         per_s(theirs)
     );
@@ -399,7 +446,8 @@ async fn limits(path: &str, brokers: &str, runs: usize, fixed: Option<&str>) -> 
         sink_best = sink_best.min(s);
     }
     println!(
-        "RESULT rows={rows} bytes_per_msg={:.0} decode_ours={:.0} decode_mariadb={:.0} produce_plain={:.0} produce_sink={:.0}",
+        "RESULT rows={rows} files={} bytes_per_msg={:.0} decode_ours={:.0} decode_mariadb={:.0} produce_plain={:.0} produce_sink={:.0}",
+        files.len(),
         msg_bytes as f64 / rows as f64,
         per_s(ours),
         per_s(theirs),
@@ -682,11 +730,11 @@ async fn main() {
     let cli = Cli::parse();
     let r = match cli.cmd {
         Cmd::Limits {
-            file,
+            files,
             brokers,
             runs,
             fixed_topics,
-        } => limits(&file, &brokers, runs, fixed_topics.as_deref()).await,
+        } => limits(&files, &brokers, runs, fixed_topics.as_deref()).await,
         Cmd::Watch {
             brokers,
             topic,

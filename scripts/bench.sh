@@ -29,11 +29,14 @@
 # 12419/13419/14419), BB_BENCH_KAFKA_PORT (19102), BB_BENCH_HTTP_PORT (19196);
 # the failover rounds run scripts/chaos.sh on BB_BENCH_CHAOS_MYSQL_PORT
 # (13326), BB_BENCH_CHAOS_ETCD_PORT_BASE (12439), BB_BENCH_CHAOS_KAFKA_PORT
-# (19112), BB_BENCH_CHAOS_HTTP_BASE (19206). BB_BENCH_DIR moves the data.
+# (19112), BB_BENCH_CHAOS_HTTP_BASE (19206). BB_BENCH_DIR moves the data;
+# BB_BENCH_MAX_BINLOG_SIZE (default and maximum 1 GiB) sets the server's
+# max_binlog_size, e.g. small to check that a workload spanning several
+# binlog files is measured whole.
 #
 # What each row measures:
-# - limits (examples/bench_tool.rs `limits`): on the binlog file each workload
-#   wrote, our decoder vs `mariadb-binlog -v`, and our sink vs a plain rdkafka
+# - limits (examples/bench_tool.rs `limits`): on the binlog files each workload
+#   wrote (all of them: one over max_binlog_size spans several), our decoder vs `mariadb-binlog -v`, and our sink vs a plain rdkafka
 #   producer sending the same messages pre-encoded, to the same broker.
 # - end-to-end: the workload is written first, then `binlog-bridge run`
 #   starts from the position before it; rows/s from the first message seen
@@ -136,7 +139,12 @@ eval "$($ENV_SH env)"
 sql() { mariadb --defaults-file="$BB_MYSQL_CNF" -N -e "$1"; }
 sql_in() { mariadb --defaults-file="$BB_MYSQL_CNF" -N; }
 # The workloads are written before the bridge reads them; make writing cheap.
-sql "SET GLOBAL innodb_flush_log_at_trx_commit=0; SET GLOBAL sync_binlog=0; SET GLOBAL max_binlog_size=1073741824"
+# max_binlog_size: 1 GiB is MariaDB's largest (and default) value; a smaller
+# BB_BENCH_MAX_BINLOG_SIZE makes small workloads span several files too.
+MAX_BINLOG_SIZE=${BB_BENCH_MAX_BINLOG_SIZE:-1073741824}
+[[ "$MAX_BINLOG_SIZE" =~ ^[0-9]+$ ]] && [ "$MAX_BINLOG_SIZE" -ge 4096 ] && [ "$MAX_BINLOG_SIZE" -le 1073741824 ] ||
+  die "BB_BENCH_MAX_BINLOG_SIZE must be a byte count from 4096 to 1073741824 (MariaDB's range)"
+sql "SET GLOBAL innodb_flush_log_at_trx_commit=0; SET GLOBAL sync_binlog=0; SET GLOBAL max_binlog_size=$MAX_BINLOG_SIZE"
 DATADIR=$(sql "SELECT @@datadir")
 
 # The mock broker, with every topic the runs below use (it cannot create
@@ -321,7 +329,23 @@ for w in $WORKLOADS; do
   write_workload "$w"
   sql "FLUSH BINARY LOGS"
   say "workload ($w) written in $(python3 -c "print(f'{$(date +%s.%N) - $t0:.1f}')") s"
-  cp "$DATADIR/$FILE" "$DIR/$w.binlog"
+  # Every file the workload wrote: from FILE up to the one the last FLUSH
+  # opened. A workload over max_binlog_size (1 GiB, MariaDB's largest
+  # setting) spans several; (c) at 1M rows writes ~1.35 GB. The copies keep
+  # their names, so the positions in the messages match the bridge's.
+  read -r NEXT_FILE _ < <(sql "SHOW MASTER STATUS" | cut -f1,2)
+  WFILES=()
+  while read -r f _; do
+    if [[ "$f" > "$FILE" || "$f" == "$FILE" ]] && [[ "$f" < "$NEXT_FILE" ]]; then WFILES+=("$f"); fi
+  done < <(sql "SHOW BINARY LOGS")
+  [ "${#WFILES[@]}" -ge 1 ] || die "workload ($w): no binlog file between $FILE and $NEXT_FILE"
+  rm -rf "${DIR:?}/$w.binlogs" && mkdir -p "$DIR/$w.binlogs"
+  BINLOGS=()
+  for f in "${WFILES[@]}"; do
+    cp "$DATADIR/$f" "$DIR/$w.binlogs/$f"
+    BINLOGS+=("$DIR/$w.binlogs/$f")
+  done
+  say "workload ($w) is in ${#WFILES[@]} binlog file(s): ${WFILES[*]}"
 
   case $w in a | b) table=t ;; c) table=m ;; esac
   for broker in $BROKERS; do
@@ -329,7 +353,7 @@ for w in $WORKLOADS; do
     say "workload ($w), $broker broker: decode and produce limits"
     fixed=()
     [ "$broker" = tansu ] || fixed=(--fixed-topics "limits-$w")
-    out=$("$TOOL" limits "$DIR/$w.binlog" --brokers "$BK_ADDR" --runs "$LIMIT_RUNS" "${fixed[@]}") || die "limits ($w, $broker) failed"
+    out=$("$TOOL" limits "${BINLOGS[@]}" --brokers "$BK_ADDR" --runs "$LIMIT_RUNS" "${fixed[@]}") || die "limits ($w, $broker) failed"
     echo "$out" >&2
     res=$(grep '^RESULT' <<<"$out")
     record "${BK_PREFIX}limits_$w ${res#RESULT }"

@@ -43,6 +43,8 @@ mod txn;
 
 /// Events read ahead of the sink. Bounded: a slow Kafka stops the reader.
 const READ_AHEAD: usize = 4096;
+/// Events taken from the reader's channel at once (see [`next_batched`]).
+const RECV_BATCH: usize = 256;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
@@ -314,6 +316,7 @@ impl LeaderWork for Bridge {
         let outage = source.outage();
         let mut down = false;
         let (mut rx, _abort_reader) = self.spawn_reader(source);
+        let mut batch = Vec::with_capacity(RECV_BATCH);
 
         self.ops.update(|s| {
             s.streaming = true;
@@ -358,7 +361,7 @@ impl LeaderWork for Bridge {
                     }
                     continue;
                 }
-                ev = rx.recv() => ev,
+                ev = next_batched(&mut rx, &mut batch) => ev,
             };
             let ev = match ev {
                 Some(Ok(ev)) => ev,
@@ -435,6 +438,25 @@ impl Bridge {
         });
         (rx, AbortOnDrop(reader))
     }
+}
+
+/// The next event from the reader, taken from the channel up to
+/// [`RECV_BATCH`] at a time. The sink is usually the slower side, so the
+/// channel is full and the reader waits for room: taking events one by one
+/// woke the reader's thread for every event (perf: ~10% of a streaming
+/// bridge's CPU in the kernel's task switching); a batch frees its room in
+/// one go. Events are still handed out one at a time, so the loop checks the
+/// lease, a stop and the checkpoint tick between any two of them as before.
+/// Cancel-safe: `recv_many` is, and nothing is awaited after it.
+async fn next_batched<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) -> Option<T> {
+    if batch.is_empty() {
+        if rx.recv_many(batch, RECV_BATCH).await == 0 {
+            return None;
+        }
+        // Popped from the back: oldest last.
+        batch.reverse();
+    }
+    batch.pop()
 }
 
 /// The name of a delivery mode as written in the config.
@@ -844,5 +866,34 @@ mod fence_tests {
         let fence = delivery_timeout(2) + FENCE_SLACK;
         let e = extra(serde_json::json!({ SEND_MARGIN_MS: 600 }));
         assert_eq!(fence_wait(fence, Some(&e)), Duration::from_millis(500));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{next_batched, RECV_BATCH};
+    use tokio::sync::mpsc;
+
+    /// Every event comes out once, in the order sent, across batch
+    /// boundaries and while the sender keeps filling a full channel; a
+    /// closed, drained channel ends with None.
+    #[tokio::test]
+    async fn batched_receive_keeps_order_and_ends_on_close() {
+        let total = RECV_BATCH * 5 + 17;
+        let (tx, mut rx) = mpsc::channel::<usize>(RECV_BATCH / 2);
+        let sender = tokio::spawn(async move {
+            for i in 0..total {
+                tx.send(i).await.map_err(|_| i)?;
+            }
+            Ok::<(), usize>(())
+        });
+        let mut batch = Vec::new();
+        let mut got = Vec::new();
+        while let Some(i) = next_batched(&mut rx, &mut batch).await {
+            got.push(i);
+        }
+        assert_eq!(sender.await.ok(), Some(Ok(())));
+        assert_eq!(got, (0..total).collect::<Vec<_>>());
+        assert!(batch.is_empty());
     }
 }

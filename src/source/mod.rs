@@ -86,6 +86,9 @@ use crate::event::{ChangeEvent, EventKind, Position};
 
 use connection::{DumpFrom, EventRx};
 
+/// Raw events the decoder takes from the reader task's channel at once.
+const RAW_BATCH: usize = 64;
+
 /// Where streaming starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StartFrom {
@@ -148,6 +151,9 @@ pub struct BinlogSource {
     flavor: Flavor,
     decoder: Decoder,
     rx: Option<EventRx>,
+    /// Raw events taken from `rx` in one go, newest first (popped from the
+    /// back): one wake-up of the reader task per batch, not per event.
+    raw: Vec<Result<Vec<u8>, SourceError>>,
     task: Option<tokio::task::JoinHandle<()>>,
     /// Where a reconnect resumes: right after the last event handed out.
     resume: Option<Position>,
@@ -255,6 +261,7 @@ impl BinlogSource {
             flavor: info.flavor,
             decoder,
             rx: None,
+            raw: Vec::new(),
             task: None,
             resume: None,
             start: from,
@@ -366,6 +373,7 @@ impl BinlogSource {
         )
         .await?;
         self.rx = Some(rx);
+        self.raw.clear();
         if let Some(old) = self.task.replace(task) {
             old.abort();
         }
@@ -406,6 +414,7 @@ impl BinlogSource {
                     tracing::warn!(error = %e, attempt, ?delay, "binlog stream interrupted; reconnecting");
                     set_outage(&self.outage, Some(e.to_string()));
                     self.rx = None;
+                    self.raw.clear();
                     if let Some(t) = self.task.take() {
                         t.abort();
                     }
@@ -438,11 +447,16 @@ impl BinlogSource {
             if let Some(ev) = self.decoder.pop() {
                 return Ok(ev);
             }
-            let rx = self
-                .rx
-                .as_mut()
-                .ok_or_else(|| SourceError::Transient("not connected".into()))?;
-            match rx.recv().await {
+            if self.raw.is_empty() {
+                let rx = self
+                    .rx
+                    .as_mut()
+                    .ok_or_else(|| SourceError::Transient("not connected".into()))?;
+                if rx.recv_many(&mut self.raw, RAW_BATCH).await > 0 {
+                    self.raw.reverse();
+                }
+            }
+            match self.raw.pop() {
                 Some(Ok(raw)) => self.decoder.feed(&raw)?,
                 Some(Err(e)) => return Err(e),
                 None => {

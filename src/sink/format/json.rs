@@ -145,7 +145,9 @@ fn escape_into(buf: &mut Vec<u8>, s: &str) {
     let bytes = s.as_bytes();
     // Most strings (names, numbers as text, dates) need no escape: one tight
     // scan and one copy (this function was the largest self cost of the
-    // bridge under callgrind).
+    // bridge under callgrind). A 16-byte-block scan the compiler vectorises
+    // was tried: no difference in the bridge's CPU time (3 rounds, 300k rows
+    // of workload (c)), so this stays the plain scan.
     if !bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\') {
         buf.extend_from_slice(bytes);
         buf.push(b'"');
@@ -257,6 +259,20 @@ mod tests {
             "Grüße 日本 🎉".into(),
             "a\"b\\c\u{7f}".into(),
         ]);
+        // Longer strings, with an escaped byte at every place of a
+        // 39-character one (start, middle, end; after multi-byte characters).
+        for special in ['"', '\\', '\n', '\u{1}', '\u{1f}'] {
+            for at in 0..40 {
+                let mut s: String = "Grüße-0123456789-abcdefghijklmnop-xyz"
+                    .chars()
+                    .take(38)
+                    .collect();
+                let byte = s.char_indices().nth(at).map_or(s.len(), |(i, _)| i);
+                s.insert(byte, special);
+                cases.push(s);
+            }
+        }
+        cases.push("n".repeat(200));
         for s in cases {
             let mut buf = Vec::new();
             escape_into(&mut buf, &s);
