@@ -32,6 +32,7 @@ use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError}
 use crate::sink::probe::TxnSupport;
 use crate::sink::txn::TxnError;
 use crate::sink::{KafkaSink, SinkError, TableFilter};
+use crate::snapshot::ondemand_run::OnDemand;
 use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
 
 #[path = "bridge_txn.rs"]
@@ -185,6 +186,7 @@ impl LeaderWork for Bridge {
                     "snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and the broker was chosen for transactional delivery; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"".into(),
                 )));
             }
+            self.warn_snapshot_requests().await;
             return self.run_transactional(ctx).await;
         }
         let mut from = self.start_from(&ctx)?;
@@ -289,6 +291,13 @@ impl LeaderWork for Bridge {
         };
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
+        // On-demand snapshots (`binlog-bridge snapshot`) run between
+        // transactions of the stream (src/snapshot/ondemand.rs).
+        let mut ondemand = OnDemand::new(&self.config, &ctx, self.ops.clone())?;
+        ondemand
+            .start(&ctx, source.position(), source.progress(), &snapshot_tails)
+            .await?;
+
         let outage = source.outage();
         let mut down = false;
         let (mut rx, _abort_reader) = self.spawn_reader(source);
@@ -313,7 +322,16 @@ impl LeaderWork for Bridge {
                     break Err(WorkError::SessionLost);
                 }
                 _ = ctx.stop().cancelled() => break Ok(()),
+                _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
+                    if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
+                    if let Err(e) = ondemand.poll(&ctx).await {
+                        break Err(e);
+                    }
                     self.publish(&mut counts, &sink, last.as_ref());
                     self.follow_outage(&outage, &mut down);
                     let mut topics = sink.topics();
@@ -349,8 +367,22 @@ impl LeaderWork for Bridge {
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));
+            // A waiting on-demand chunk goes out between transactions: before
+            // the first event at or after its read position, or right after
+            // the commit that reaches it.
+            if ondemand.due_before(&ev) {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
+            }
             if let Err(e) = sink.send(&ev).await {
                 break Err(self.sink_failed(e));
+            }
+            ondemand.note(&ev);
+            if ondemand.due_after() {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
             }
         };
         self.publish(&mut counts, &sink, last.as_ref());
@@ -584,6 +616,23 @@ impl Bridge {
         Err(failed(BridgeError::Config(format!(
             "binlog source: {e}; snapshot.mode = \"when-needed\" takes a new snapshot of every table in this case only when snapshot.allow_resnapshot_on_purge = true confirms it"
         ))))
+    }
+
+    /// On-demand snapshot requests are not run with transactional delivery:
+    /// say so once per leadership rather than let them wait unexplained.
+    async fn warn_snapshot_requests(&self) {
+        let etcd = &self.config.etcd;
+        let prefix = crate::snapshot::ondemand::requests_prefix(&etcd.prefix, &etcd.pipeline);
+        let Ok(client) = crate::coord::connect(etcd, Duration::from_secs(3)).await else {
+            return;
+        };
+        if let Ok(found) =
+            crate::snapshot::requests::list(&client, &prefix, Duration::from_secs(3)).await
+        {
+            if !found.is_empty() {
+                tracing::warn!(requests = found.len(), prefix = %prefix, "on-demand snapshot requests are waiting, and they run only with kafka.delivery = \"idempotent\" or \"at-least-once\" in this version; this leader uses transactional delivery and does not run them (delete them with `etcdctl del --prefix` on the prefix, or switch kafka.delivery)");
+            }
+        }
     }
 
     /// Not streaming while the binlog connection is being re-established:

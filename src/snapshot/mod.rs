@@ -45,7 +45,11 @@
 //! snapshot position needs `FLUSH TABLES WITH READ LOCK` (the `RELOAD`
 //! privilege) or GTID_EXECUTED, which this version does not implement.
 
+pub mod command;
+pub mod ondemand;
+pub mod ondemand_run;
 pub mod reader;
+pub mod requests;
 pub mod run;
 
 use std::collections::HashMap;
@@ -148,6 +152,9 @@ pub struct Tail {
     pub key: Key,
     /// The row's position header: the position of the read that sent it.
     pub position: Option<Position>,
+    /// The on-demand run that sent it (header `bb.snapshot-run`); None for
+    /// the initial snapshot.
+    pub run: Option<String>,
 }
 
 /// One consistent read: from `table` (index into the table list) after key
@@ -228,6 +235,7 @@ impl SnapshotState {
             .iter()
             .filter(|(_, tail)| {
                 tail.table == current
+                    && tail.run.is_none()
                     && tail.position.as_ref().map_or(true, |p| p >= &self.position)
                     && self.after.as_ref().map_or(true, |a| &tail.key > a)
             })
