@@ -120,8 +120,8 @@ struct Msg {
     snapshot: bool,
 }
 
-/// Every message of `{db}.t` and `{db}.o`, partition by partition.
-fn read_all(brokers: &str, db: &str, want: &State) -> Vec<Msg> {
+/// Every message of the tables' topics `{db}.{table}`, partition by partition.
+fn read_all(brokers: &str, db: &str, tables: &[&str], want: &State) -> Vec<Msg> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", format!("{db}-reader"))
@@ -132,7 +132,7 @@ fn read_all(brokers: &str, db: &str, want: &State) -> Vec<Msg> {
         .create()
         .expect("consumer");
     let mut next: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for t in ["t", "o"] {
+    for t in tables {
         let topic = format!("{db}.{t}");
         let md = consumer
             .fetch_metadata(Some(&topic), Duration::from_secs(10))
@@ -499,7 +499,7 @@ async fn scenario(name: &str, kill: bool) {
     for p in &mut run.procs {
         p.terminate(Duration::from_secs(10));
     }
-    let msgs = read_all(&broker.brokers(), &db, &want);
+    let msgs = read_all(&broker.brokers(), &db, &["t", "o"], &want);
     let got = compacted(&msgs);
     let missing = want.iter().filter(|(k, v)| got.get(*k) != Some(*v)).count();
     let extra = got.keys().filter(|k| !want.contains_key(*k)).count();
@@ -612,4 +612,118 @@ async fn ondemand_snapshot_while_streaming_equals_the_table() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_mid_chunk_resumes_without_duplicates() {
     scenario("od_kill", true).await;
+}
+
+/// What the CLI refuses (exit code 2, naming the table and what to do), a
+/// request made while no bridge runs (it waits, `status` shows it pending),
+/// and its run once a bridge leads, on a stream with no other writes (each
+/// chunk is sent when the idle stream has read up to its position).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
+    let env = common::dev_env();
+    let db = common::unique("od_cli");
+    let mut admin = mysql_async::Conn::from_url(env.mysql_admin_url.clone())
+        .await
+        .expect("MariaDB admin connection: start the dev env");
+    admin
+        .query_drop(format!(
+            "CREATE DATABASE {db};
+             CREATE TABLE {db}.t (id INT PRIMARY KEY, v INT NOT NULL);
+             CREATE TABLE {db}.nokey (v INT);
+             CREATE TABLE {db}.textkey (k VARCHAR(10) PRIMARY KEY);
+             INSERT INTO {db}.t SELECT seq, seq FROM {db}.seq_1_to_2500;"
+        ))
+        .await
+        .expect("create tables");
+    let broker = common::broker::PrivateBroker::start();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg = dir.path().join("bb.toml");
+    std::fs::write(&cfg, config_text(&db, &env, &broker.brokers(), 0, 100)).expect("config");
+    let refused = |args: &[&str], want: &str| {
+        let out = cli(&cfg, args);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(want), "{args:?}: expected {want:?} in {err}");
+    };
+    refused(
+        &["snapshot", &format!("{db}.nokey")],
+        &format!("`{db}.nokey` has no primary key"),
+    );
+    refused(
+        &["snapshot", &format!("{db}.textkey")],
+        &format!("`{db}.textkey`: primary-key column `k` is varchar(10)"),
+    );
+    refused(
+        &["snapshot", &format!("{db}.missing")],
+        &format!("table `{db}.missing` has no columns visible"),
+    );
+    refused(&["snapshot", "other_db.t"], "is not streamed by pipeline");
+    refused(&["snapshot", "nodot"], "write it as db.table");
+    let txn_cfg = dir.path().join("txn.toml");
+    std::fs::write(
+        &txn_cfg,
+        config_text(&db, &env, &broker.brokers(), 0, 100)
+            .replace("delivery = \"idempotent\"", "delivery = \"transactional\""),
+    )
+    .expect("config");
+    let out = cli(&txn_cfg, &["snapshot", &format!("{db}.t")]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kafka.delivery = \"idempotent\""));
+
+    // No bridge runs: the request is written and waits.
+    let out = cli(&cfg, &["snapshot", &format!("{db}.t"), &format!("{db}.t")]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("no leader is running now: the request waits"),
+        "{stdout}"
+    );
+    let id = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("request "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("request id")
+        .to_string();
+    let out = cli(&cfg, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("snapshot    pending {id}: {db}.t")),
+        "{text}"
+    );
+
+    // A bridge starts, leads, and runs it on an otherwise idle stream.
+    let mut run = start_bridges(&db, &env, &broker.brokers(), 1, 100);
+    let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
+        .await
+        .expect("etcd");
+    let cp = wait_checkpoint(
+        &mut etcd,
+        &db,
+        "the waiting request to run",
+        Duration::from_secs(120),
+        |c| c["extra"]["ondemand_last"]["id"] == id.as_str(),
+    )
+    .await;
+    assert_eq!(cp["extra"]["ondemand_last"]["outcome"], "done", "{cp}");
+    assert_eq!(cp["extra"]["ondemand_last"]["rows"], 2500, "{cp}");
+    assert_eq!(
+        cp["extra"]["ondemand_last"]["tables"],
+        serde_json::json!([format!("{db}.t")]),
+        "the table named twice is read once"
+    );
+    let out = cli(&cfg, &["status"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains(&format!("snapshot    last {id}: done, 2500 rows")),
+        "{text}"
+    );
+    run.procs[0].terminate(Duration::from_secs(10));
+    let want: State = (1..=2500).map(|i| (("t".to_string(), i), i)).collect();
+    let msgs = read_all(&broker.brokers(), &db, &["t"], &want);
+    assert_eq!(compacted(&msgs), want);
+    assert_eq!(msgs.len(), 2500, "each row once, nothing else");
+    admin
+        .query_drop(format!("DROP DATABASE {db}"))
+        .await
+        .expect("drop database");
 }
