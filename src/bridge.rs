@@ -789,6 +789,7 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
                 s.streaming = false;
                 s.epoch = None;
                 s.reason = None;
+                s.snapshot = None;
             }
             Role::Leader { epoch } => {
                 s.role = OpsRole::Leader;

@@ -351,25 +351,27 @@ impl OnDemand {
 
     /// One chunk of `name` after `cursor`, in a consistent read of its own
     /// (committed before returning): the table, the read's position, the rows.
+    /// The table's shape is read inside the snapshot for every chunk, so a
+    /// column added before the read is in its rows (one altered after the
+    /// read makes the chunk's SELECT fail: the leader steps down and the
+    /// next one reads the chunk again).
     async fn read_chunk(
         &mut self,
         name: &str,
         cursor: Option<&Key>,
     ) -> Result<(TableInfo, Position, Vec<Vec<Value>>), SnapshotError> {
         let limit = self.config.snapshot.chunk_rows;
-        let cached = self
-            .info
-            .take()
-            .filter(|i| format!("{}.{}", i.schema.database, i.schema.table) == name);
         let reader = self.reader().await?;
-        let info = match cached {
-            Some(i) => i,
-            None => reader.table(name).await?,
-        };
         let at = reader.begin().await?;
-        let rows = reader.chunk(&info, cursor, limit).await;
+        let read = async {
+            let info = reader.table(name).await?;
+            let rows = reader.chunk(&info, cursor, limit).await?;
+            Ok::<_, SnapshotError>((info, rows))
+        }
+        .await;
         reader.end().await?;
-        Ok((info, at, rows?))
+        let (info, rows) = read?;
+        Ok((info, at, rows))
     }
 
     /// The stream has reached the waiting chunk's position: wait for every
