@@ -434,6 +434,9 @@ async fn scenario(name: &str, kill: bool) {
             },
         )
         .await;
+        // Some of the chunk's rows reach the broker in this time (it takes
+        // ~10k messages/s), not all of its 1000.
+        tokio::time::sleep(Duration::from_millis(40)).await;
         let pid = cp["leader"]["pid"].as_u64().expect("leader pid") as u32;
         let i = (0..run.procs.len())
             .find(|&i| run.procs[i].pid() == pid)
