@@ -374,7 +374,15 @@ async fn wait_checkpoint(
     }
 }
 
-async fn scenario(name: &str, kill: bool) {
+/// What happens to the leader in the middle of the run.
+#[derive(Clone, Copy, PartialEq)]
+enum Fault {
+    None,
+    Kill9,
+    Term,
+}
+
+async fn scenario(name: &str, fault: Fault) {
     let env = common::dev_env();
     let db = common::unique(name);
     let n = rows();
@@ -420,7 +428,44 @@ async fn scenario(name: &str, kill: bool) {
     println!("requested {id}");
 
     let mut killed = None;
-    if kill {
+    if fault == Fault::None {
+        // While it runs, `status --json` (from etcd) and the leader's
+        // /status show it with its progress.
+        let cp = wait_checkpoint(
+            &mut etcd,
+            &db,
+            "the run to start",
+            Duration::from_secs(60),
+            |c| c["extra"]["ondemand"]["id"] == id.as_str(),
+        )
+        .await;
+        let port: u16 = cp["leader"]["http"]
+            .as_str()
+            .and_then(|h| h.rsplit_once(':'))
+            .and_then(|(_, p)| p.parse().ok())
+            .expect("leader http address");
+        let out = cli(&run.configs[0], &["status", "--json"]);
+        let doc: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+        // A 50k-row run takes seconds: it is still running now.
+        assert_eq!(
+            doc["snapshot"]["running"]["id"],
+            id.as_str(),
+            "status shows the run: {doc}"
+        );
+        assert_eq!(
+            doc["snapshot"]["running"]["table"],
+            format!("{db}.t"),
+            "{doc}"
+        );
+        let st = common::ops::status(port).expect("leader /status");
+        assert_eq!(
+            st["snapshot"]["id"],
+            id.as_str(),
+            "/status shows the run: {st}"
+        );
+        println!("status: {}; /status: {}", doc["snapshot"], st["snapshot"]);
+    }
+    if fault != Fault::None {
         // While a chunk is being sent (its position is checkpointed right
         // before its first row), a quarter of the way in.
         let cp = wait_checkpoint(
@@ -441,11 +486,21 @@ async fn scenario(name: &str, kill: bool) {
         let i = (0..run.procs.len())
             .find(|&i| run.procs[i].pid() == pid)
             .expect("the leader is one of ours");
-        run.procs[i].kill();
+        if fault == Fault::Term {
+            run.procs[i].terminate(Duration::from_secs(10));
+        } else {
+            run.procs[i].kill();
+        }
         killed = Some(i);
         println!(
-            "kill -9 of the leader (bridge {i}) with {} rows checkpointed, chunk at {}",
-            cp["extra"]["ondemand"]["rows"], cp["extra"]["ondemand"]["chunk"]
+            "{} of the leader (bridge {i}) with {} rows checkpointed, chunk at {}",
+            if fault == Fault::Term {
+                "SIGTERM"
+            } else {
+                "kill -9"
+            },
+            cp["extra"]["ondemand"]["rows"],
+            cp["extra"]["ondemand"]["chunk"]
         );
     }
     let cp = wait_checkpoint(
@@ -600,6 +655,16 @@ async fn scenario(name: &str, kill: bool) {
             l.contains("rows already in Kafka from the interrupted chunk were not sent again")
         });
         println!("the new leader skipped rows of the interrupted chunk: {skipped}");
+        if fault == Fault::Term {
+            // A graceful stop finishes the chunk it is sending: nothing to skip.
+            assert!(
+                logs.iter()
+                    .any(|l| l.contains("on-demand snapshot: resuming")
+                        && l.contains("interrupted_chunk=None")),
+                "the stopped leader finished its chunk"
+            );
+            assert!(!skipped, "nothing to skip after a graceful stop");
+        }
     }
     admin
         .query_drop(format!("DROP DATABASE {db}"))
@@ -609,12 +674,17 @@ async fn scenario(name: &str, kill: bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ondemand_snapshot_while_streaming_equals_the_table() {
-    scenario("od_plain", false).await;
+    scenario("od_plain", Fault::None).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill9_of_the_leader_mid_chunk_resumes_without_duplicates() {
-    scenario("od_kill", true).await;
+    scenario("od_kill", Fault::Kill9).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_of_the_leader_mid_run_hands_over_at_the_last_chunk() {
+    scenario("od_term", Fault::Term).await;
 }
 
 /// What the CLI refuses (exit code 2, naming the table and what to do), a
