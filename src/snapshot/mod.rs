@@ -38,6 +38,11 @@
 //! older than P1 (rows of the old snapshot) are never taken as residue
 //! ([`SnapshotState::residue`]).
 //!
+//! On-demand re-snapshots of chosen tables while streaming
+//! (`binlog-bridge snapshot db.table...`) reuse the reader and the key order
+//! but not this state: see [`ondemand`] (design, invariants) and
+//! [`ondemand_run`] (the leader's driver).
+//!
 //! Keys must have an order computed the same way here and in the server:
 //! primary keys made of integer, YEAR, DATE and DATETIME columns. Tables
 //! without a primary key, or with another key type, are refused by name

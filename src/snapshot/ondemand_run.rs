@@ -74,6 +74,8 @@ pub struct OnDemand {
     last_poll: Option<Instant>,
     last_log: Instant,
     queued: usize,
+    /// Unreadable request keys already reported (reported once each).
+    reported: std::collections::HashSet<String>,
     columns: crate::source::ColumnFilter,
     filter: TableFilter,
     ops: Arc<OpsState>,
@@ -110,6 +112,7 @@ impl OnDemand {
             last_poll: None,
             last_log: Instant::now(),
             queued: 0,
+            reported: Default::default(),
             columns: crate::source::ColumnFilter::new(&config.mysql.exclude_columns),
             filter: TableFilter::new(&config.mysql.include, &config.mysql.exclude),
             config: config.clone(),
@@ -252,7 +255,9 @@ impl OnDemand {
                 }
                 Ok(r) => r,
                 Err(e) => {
-                    tracing::error!(key = %f.key, error = %e, "on-demand snapshot: unreadable request; it is not run");
+                    if self.reported.insert(f.key.clone()) {
+                        tracing::error!(key = %f.key, error = %e, "on-demand snapshot: unreadable request; it is not run");
+                    }
                     continue;
                 }
             };
