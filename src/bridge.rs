@@ -186,7 +186,7 @@ impl LeaderWork for Bridge {
                     "snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and the broker was chosen for transactional delivery; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"".into(),
                 )));
             }
-            self.refuse_snapshot_requests(&ctx).await;
+            crate::snapshot::ondemand_run::refuse_all(&self.config, &ctx).await;
             return self.run_transactional(ctx).await;
         }
         let mut from = self.start_from(&ctx)?;
@@ -616,55 +616,6 @@ impl Bridge {
         Err(failed(BridgeError::Config(format!(
             "binlog source: {e}; snapshot.mode = \"when-needed\" takes a new snapshot of every table in this case only when snapshot.allow_resnapshot_on_purge = true confirms it"
         ))))
-    }
-
-    /// On-demand snapshot requests are not run with transactional delivery
-    /// in this version: each waiting one is refused (its outcome, naming
-    /// `kafka.delivery`, goes into the checkpoint's `ondemand_last` with the
-    /// next checkpoint, and its key is deleted, fenced). The CLI refuses
-    /// them already when the checkpoint says transactional; this covers a
-    /// request made before the first leader chose it (`auto`).
-    async fn refuse_snapshot_requests(&self, ctx: &LeaderContext) {
-        use crate::snapshot::{ondemand, requests};
-        let etcd = &self.config.etcd;
-        let prefix = ondemand::requests_prefix(&etcd.prefix, &etcd.pipeline);
-        let (client, leader_key) = ctx.checkpoint.fence();
-        let found = match requests::list(client, &prefix, Duration::from_secs(3)).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look for on-demand snapshot requests; they wait");
-                return;
-            }
-        };
-        for f in found {
-            let Ok(r) = f.request else {
-                tracing::error!(key = %f.key, "unreadable on-demand snapshot request; delete it");
-                continue;
-            };
-            let why = "failed: on-demand snapshots run with kafka.delivery = \"idempotent\" or \"at-least-once\" in this version, and this leader uses transactional delivery; set kafka.delivery = \"idempotent\" and ask again";
-            tracing::error!(id = %r.id, tables = ?r.tables, "on-demand snapshot refused: {why}");
-            let outcome = ondemand::Outcome {
-                id: r.id.clone(),
-                tables: r.tables.clone(),
-                outcome: why.into(),
-                rows: 0,
-                finished_at_ms: crate::coord::now_ms(),
-            };
-            if let Ok(v) = serde_json::to_value(&outcome) {
-                ctx.checkpoint.set_extra(ondemand::EXTRA_LAST, v).await;
-            }
-            if let Err(e) = requests::delete_fenced(
-                client,
-                leader_key,
-                ctx.epoch,
-                &f.key,
-                Duration::from_secs(3),
-            )
-            .await
-            {
-                tracing::warn!(key = %f.key, error = %e, "cannot delete the refused request");
-            }
-        }
     }
 
     /// Not streaming while the binlog connection is being re-established:

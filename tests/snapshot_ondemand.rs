@@ -272,7 +272,15 @@ impl Drop for Run {
     }
 }
 
-fn config_text(db: &str, env: &common::DevEnv, brokers: &str, i: usize, chunk: u32) -> String {
+/// One bridge's config; `server_id` must be unique among replicas of the
+/// shared MariaDB (tests run in parallel).
+fn config_text(
+    db: &str,
+    env: &common::DevEnv,
+    brokers: &str,
+    server_id: u32,
+    chunk: u32,
+) -> String {
     format!(
         "[mysql]\nurl = {:?}\nserver_id = {}\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
          [etcd]\nendpoints = {:?}\nprefix = \"{PREFIX}\"\npipeline = \"{db}\"\nlease_ttl_secs = 2\ncheckpoint_interval_ms = 200\n\
@@ -280,14 +288,21 @@ fn config_text(db: &str, env: &common::DevEnv, brokers: &str, i: usize, chunk: u
          [http]\nlisten = \"127.0.0.1:{}\"\n\
          [snapshot]\nchunk_rows = {chunk}\n",
         env.mysql_url,
-        5200 + i,
+        server_id,
         env.etcd_endpoints,
         brokers,
         common::free_port()
     )
 }
 
-fn start_bridges(db: &str, env: &common::DevEnv, brokers: &str, n: usize, chunk: u32) -> Run {
+fn start_bridges(
+    db: &str,
+    env: &common::DevEnv,
+    brokers: &str,
+    n: usize,
+    server_id: u32,
+    chunk: u32,
+) -> Run {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut run = Run {
         procs: Vec::new(),
@@ -297,7 +312,11 @@ fn start_bridges(db: &str, env: &common::DevEnv, brokers: &str, n: usize, chunk:
     };
     for i in 0..n {
         let cfg = run._dir.path().join(format!("bb{i}.toml"));
-        std::fs::write(&cfg, config_text(db, env, brokers, i, chunk)).expect("write config");
+        std::fs::write(
+            &cfg,
+            config_text(db, env, brokers, server_id + i as u32, chunk),
+        )
+        .expect("write config");
         let log = run._dir.path().join(format!("bridge{i}.log"));
         let child = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
             .arg("--config")
@@ -403,7 +422,12 @@ async fn scenario(name: &str, fault: Fault) {
         .expect("etcd: start the dev env");
     let broker = common::broker::PrivateBroker::start();
     let chunk = 1000;
-    let mut run = start_bridges(&db, &env, &broker.brokers(), 3, chunk);
+    let server_id = match fault {
+        Fault::None => 5210,
+        Fault::Kill9 => 5220,
+        Fault::Term => 5230,
+    };
+    let mut run = start_bridges(&db, &env, &broker.brokers(), 3, server_id, chunk);
     wait_checkpoint(
         &mut etcd,
         &db,
@@ -711,7 +735,7 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
     let broker = common::broker::PrivateBroker::start();
     let dir = tempfile::tempdir().expect("tempdir");
     let cfg = dir.path().join("bb.toml");
-    std::fs::write(&cfg, config_text(&db, &env, &broker.brokers(), 0, 100)).expect("config");
+    std::fs::write(&cfg, config_text(&db, &env, &broker.brokers(), 5240, 100)).expect("config");
     let refused = |args: &[&str], want: &str| {
         let out = cli(&cfg, args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -735,7 +759,7 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
     let txn_cfg = dir.path().join("txn.toml");
     std::fs::write(
         &txn_cfg,
-        config_text(&db, &env, &broker.brokers(), 0, 100)
+        config_text(&db, &env, &broker.brokers(), 5240, 100)
             .replace("delivery = \"idempotent\"", "delivery = \"transactional\""),
     )
     .expect("config");
@@ -765,7 +789,7 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
     );
 
     // A bridge starts, leads, and runs it on an otherwise idle stream.
-    let mut run = start_bridges(&db, &env, &broker.brokers(), 1, 100);
+    let mut run = start_bridges(&db, &env, &broker.brokers(), 1, 5240, 100);
     let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
         .await
         .expect("etcd");

@@ -556,3 +556,51 @@ impl OnDemand {
         Ok(())
     }
 }
+
+/// On-demand snapshot requests are not run with transactional delivery
+/// in this version: each waiting one is refused (its outcome, naming
+/// `kafka.delivery`, goes into the checkpoint's `ondemand_last` with the
+/// next checkpoint, and its key is deleted, fenced). The CLI refuses
+/// them already when the checkpoint says transactional; this covers a
+/// request made before the first leader chose it (`auto`).
+pub async fn refuse_all(config: &Config, ctx: &LeaderContext) {
+    let etcd = &config.etcd;
+    let prefix = ondemand::requests_prefix(&etcd.prefix, &etcd.pipeline);
+    let (client, leader_key) = ctx.checkpoint.fence();
+    let found = match requests::list(client, &prefix, Duration::from_secs(3)).await {
+        Ok(f) => f,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot look for on-demand snapshot requests; they wait");
+            return;
+        }
+    };
+    for f in found {
+        let Ok(r) = f.request else {
+            tracing::error!(key = %f.key, "unreadable on-demand snapshot request; delete it");
+            continue;
+        };
+        let why = "failed: on-demand snapshots run with kafka.delivery = \"idempotent\" or \"at-least-once\" in this version, and this leader uses transactional delivery; set kafka.delivery = \"idempotent\" and ask again";
+        tracing::error!(id = %r.id, tables = ?r.tables, "on-demand snapshot refused: {why}");
+        let outcome = Outcome {
+            id: r.id.clone(),
+            tables: r.tables.clone(),
+            outcome: why.into(),
+            rows: 0,
+            finished_at_ms: crate::coord::now_ms(),
+        };
+        if let Ok(v) = serde_json::to_value(&outcome) {
+            ctx.checkpoint.set_extra(EXTRA_LAST, v).await;
+        }
+        if let Err(e) = requests::delete_fenced(
+            client,
+            leader_key,
+            ctx.epoch,
+            &f.key,
+            Duration::from_secs(3),
+        )
+        .await
+        {
+            tracing::warn!(key = %f.key, error = %e, "cannot delete the refused request");
+        }
+    }
+}
