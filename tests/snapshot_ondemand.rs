@@ -711,12 +711,13 @@ async fn sigterm_of_the_leader_mid_run_hands_over_at_the_last_chunk() {
     scenario("od_term", Fault::Term).await;
 }
 
-/// What the CLI refuses (exit code 2, naming the table and what to do), a
-/// request made while no bridge runs (it waits, `status` shows it pending),
-/// and its run once a bridge leads, on a stream with no other writes (each
-/// chunk is sent when the idle stream has read up to its position).
+/// What the CLI refuses (exit code 2, naming the table and what to do), two
+/// requests made while no bridge runs (they wait, `status` shows them
+/// pending, the second queued behind the first), and their runs, one after
+/// the other, once a bridge leads, on a stream with no other writes of this
+/// test (each chunk is sent when the stream has read up to its position).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
+async fn bad_tables_are_refused_and_requests_queue_until_a_leader_runs_them() {
     let env = common::dev_env();
     let db = common::unique("od_cli");
     let mut admin = mysql_async::Conn::from_url(env.mysql_admin_url.clone())
@@ -781,14 +782,30 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
         .and_then(|l| l.split_whitespace().next())
         .expect("request id")
         .to_string();
+    // A second request queues behind the first.
+    let out = cli(&cfg, &["snapshot", &format!("{db}.t")]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{stdout}");
+    assert!(
+        stdout.contains("queued  behind 1 earlier request(s)"),
+        "{stdout}"
+    );
+    let id2 = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("request "))
+        .and_then(|l| l.split_whitespace().next())
+        .expect("request id")
+        .to_string();
     let out = cli(&cfg, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let first = text.find(&format!("snapshot    pending {id}: {db}.t"));
+    let second = text.find(&format!("snapshot    pending {id2}: {db}.t"));
     assert!(
-        text.contains(&format!("snapshot    pending {id}: {db}.t")),
-        "{text}"
+        first.is_some() && second.is_some() && first < second,
+        "both pending, oldest first: {text}"
     );
 
-    // A bridge starts, leads, and runs it on an otherwise idle stream.
+    // A bridge starts, leads, and runs them in order on an otherwise idle stream.
     let mut run = start_bridges(&db, &env, &broker.brokers(), 1, 5240, 100);
     let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
         .await
@@ -796,9 +813,9 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
     let cp = wait_checkpoint(
         &mut etcd,
         &db,
-        "the waiting request to run",
+        "the waiting requests to run",
         Duration::from_secs(120),
-        |c| c["extra"]["ondemand_last"]["id"] == id.as_str(),
+        |c| c["extra"]["ondemand_last"]["id"] == id2.as_str(),
     )
     .await;
     assert_eq!(cp["extra"]["ondemand_last"]["outcome"], "done", "{cp}");
@@ -811,14 +828,29 @@ async fn bad_tables_are_refused_and_a_request_waits_for_a_leader() {
     let out = cli(&cfg, &["status"]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
-        text.contains(&format!("snapshot    last {id}: done, 2500 rows")),
+        text.contains(&format!("snapshot    last {id2}: done, 2500 rows")),
         "{text}"
     );
     run.procs[0].terminate(Duration::from_secs(10));
+    let log = run.log(0);
+    let done1 = log.find(&format!("on-demand snapshot: done id={id}"));
+    let start2 = log.find(&format!("on-demand snapshot: starting id={id2}"));
+    assert!(
+        done1.is_some() && start2.is_some() && done1 < start2,
+        "the second request ran after the first finished"
+    );
     let want: State = (1..=2500).map(|i| (("t".to_string(), i), i)).collect();
     let msgs = read_all(&broker.brokers(), &db, &["t"], &want);
     assert_eq!(compacted(&msgs), want);
-    assert_eq!(msgs.len(), 2500, "each row once, nothing else");
+    assert_eq!(msgs.len(), 5000, "each row once per run, nothing else");
+    for run_id in [&id, &id2] {
+        let keys: HashSet<i64> = msgs
+            .iter()
+            .filter(|m| m.run.as_deref() == Some(run_id.as_str()))
+            .map(|m| m.id)
+            .collect();
+        assert_eq!(keys.len(), 2500, "run {run_id} read every row once");
+    }
     admin
         .query_drop(format!("DROP DATABASE {db}"))
         .await
