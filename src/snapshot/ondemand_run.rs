@@ -30,6 +30,8 @@ use crate::sink::{KafkaSink, SinkError, TableFilter};
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How long etcd calls of this module may take.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long looking for requests may hold up the stream.
+const LIST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a chunk (or the stream before it) may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
 /// How often a progress line is logged, at most.
@@ -76,6 +78,8 @@ pub struct OnDemand {
     queued: usize,
     /// Unreadable request keys already reported (reported once each).
     reported: std::collections::HashSet<String>,
+    /// Snapshot reads are failing (reported once until one succeeds).
+    failing: bool,
     columns: crate::source::ColumnFilter,
     filter: TableFilter,
     ops: Arc<OpsState>,
@@ -113,6 +117,7 @@ impl OnDemand {
             last_log: Instant::now(),
             queued: 0,
             reported: Default::default(),
+            failing: false,
             columns: crate::source::ColumnFilter::new(&config.mysql.exclude_columns),
             filter: TableFilter::new(&config.mysql.include, &config.mysql.exclude),
             config: config.clone(),
@@ -240,17 +245,31 @@ impl OnDemand {
     async fn pick_up(&mut self, ctx: &LeaderContext) -> Result<(), WorkError> {
         let (client, leader_key) = ctx.checkpoint.fence();
         let (client, leader_key) = (client.clone(), leader_key.to_vec());
-        let found = requests::list(&client, &self.prefix, ETCD_TIMEOUT)
-            .await
-            .map_err(failed)?;
+        // Looking for requests must not hold up the stream or make the
+        // leader step down: an etcd hiccup just delays the look to the next poll.
+        let found = match requests::list(&client, &self.prefix, LIST_TIMEOUT).await {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for on-demand snapshot requests now; trying again in a second");
+                return Ok(());
+            }
+        };
         self.queued = found.len().saturating_sub(1);
         for f in found {
             let request = match f.request {
                 Ok(r) if self.last_done.as_deref() == Some(r.id.as_str()) => {
                     // Finished; the leader that finished it did not get to delete the key.
-                    requests::delete_fenced(&client, &leader_key, ctx.epoch, &f.key, ETCD_TIMEOUT)
-                        .await
-                        .map_err(failed)?;
+                    if let Err(e) = requests::delete_fenced(
+                        &client,
+                        &leader_key,
+                        ctx.epoch,
+                        &f.key,
+                        LIST_TIMEOUT,
+                    )
+                    .await
+                    {
+                        tracing::warn!(key = %f.key, error = %e, "cannot delete a finished on-demand snapshot request now; trying again later");
+                    }
                     continue;
                 }
                 Ok(r) => r,
@@ -270,7 +289,10 @@ impl OnDemand {
                     self.save(ctx, true).await?;
                 }
                 Err(OnDemandError::Read(SnapshotError::Source(e))) => {
-                    return Err(failed(SnapshotError::Source(e)));
+                    // MySQL unreachable for now: the request waits for the next poll.
+                    self.reader = None;
+                    self.read_failed(&e);
+                    return Ok(());
                 }
                 Err(e) => {
                     let outcome = Outcome {
@@ -306,6 +328,14 @@ impl OnDemand {
         Ok(())
     }
 
+    /// Report a failed snapshot read once per outage (it is retried on every tick).
+    fn read_failed(&mut self, e: &crate::source::SourceError) {
+        if !self.failing {
+            self.failing = true;
+            tracing::warn!(error = %e, "on-demand snapshot: cannot read from MySQL now; retrying while streaming goes on");
+        }
+    }
+
     async fn reader(&mut self) -> Result<&mut SnapshotReader, SnapshotError> {
         if self.reader.is_none() {
             self.reader =
@@ -330,11 +360,15 @@ impl OnDemand {
             let (info, at, rows) = match self.read_chunk(&name, cursor.as_ref()).await {
                 Ok(r) => r,
                 Err(SnapshotError::Unsupported(e)) => return self.abandon(ctx, &id, e).await,
-                Err(e) => {
+                Err(SnapshotError::Source(e)) => {
+                    // A transient MySQL error: the stream goes on, the chunk
+                    // is read again on the next tick.
                     self.reader = None;
-                    return Err(failed(e));
+                    self.read_failed(&e);
+                    return Ok(());
                 }
             };
+            self.failing = false;
             self.ops
                 .metrics
                 .snapshot_rows
@@ -543,13 +577,18 @@ impl OnDemand {
             .map_err(|e| failed(OnDemandError::State(e.to_string())))?;
         ctx.checkpoint.set_extra(EXTRA_LAST, v).await;
         self.save(ctx, true).await?;
+        // The outcome is checkpointed: a key left behind (etcd hiccup) is
+        // deleted by the next poll, which finds its id finished.
         let (client, leader_key) = ctx.checkpoint.fence();
-        let deleted = requests::delete_fenced(client, leader_key, ctx.epoch, key, ETCD_TIMEOUT)
-            .await
-            .map_err(failed)?;
-        if !deleted {
-            ctx.lost().cancel();
-            return Err(WorkError::SessionLost);
+        match requests::delete_fenced(client, leader_key, ctx.epoch, key, ETCD_TIMEOUT).await {
+            Ok(true) => {}
+            Ok(false) => {
+                ctx.lost().cancel();
+                return Err(WorkError::SessionLost);
+            }
+            Err(e) => {
+                tracing::warn!(key, error = %e, "cannot delete the finished on-demand snapshot request now; trying again later")
+            }
         }
         self.last_poll = None;
         self.publish();
