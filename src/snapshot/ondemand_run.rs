@@ -30,7 +30,7 @@ use crate::sink::{KafkaSink, SinkError, TableFilter};
 const POLL_EVERY: Duration = Duration::from_secs(1);
 /// How long etcd calls of this module may take.
 const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long looking for requests may hold up the stream.
+/// How long deleting a finished request may hold up the stream.
 const LIST_TIMEOUT: Duration = Duration::from_secs(1);
 /// How long a chunk (or the stream before it) may take to be acknowledged.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(30);
@@ -74,6 +74,13 @@ pub struct OnDemand {
     stream_at: Option<Position>,
     progress: Option<watch::Receiver<Position>>,
     last_poll: Option<Instant>,
+    /// The latest list of request keys, kept by a task of its own so that
+    /// etcd latency never holds up the stream (None until first read).
+    requests: Option<watch::Receiver<Option<Vec<requests::Found>>>>,
+    lister: Option<tokio::task::JoinHandle<()>>,
+    /// Requests this leader finished or refused (a list read before their
+    /// key was deleted may still name them).
+    finished: std::collections::HashSet<String>,
     last_log: Instant,
     queued: usize,
     /// Unreadable request keys already reported (reported once each).
@@ -83,6 +90,14 @@ pub struct OnDemand {
     columns: crate::source::ColumnFilter,
     filter: TableFilter,
     ops: Arc<OpsState>,
+}
+
+impl Drop for OnDemand {
+    fn drop(&mut self) {
+        if let Some(t) = self.lister.take() {
+            t.abort();
+        }
+    }
 }
 
 impl OnDemand {
@@ -114,6 +129,9 @@ impl OnDemand {
             stream_at: None,
             progress: None,
             last_poll: None,
+            requests: None,
+            lister: None,
+            finished: Default::default(),
             last_log: Instant::now(),
             queued: 0,
             reported: Default::default(),
@@ -139,6 +157,29 @@ impl OnDemand {
     ) -> Result<(), WorkError> {
         self.stream_at = from;
         self.progress = Some(progress);
+        let (tx, rx) = watch::channel(None);
+        let client = ctx.checkpoint.fence().0.clone();
+        let prefix = self.prefix.clone();
+        self.requests = Some(rx);
+        self.lister = Some(tokio::spawn(async move {
+            let mut failing = false;
+            loop {
+                match requests::list(&client, &prefix, ETCD_TIMEOUT).await {
+                    Ok(found) => {
+                        failing = false;
+                        if tx.send(Some(found)).is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) if !failing => {
+                        failing = true;
+                        tracing::warn!(error = %e, "cannot look for on-demand snapshot requests now; trying again every second");
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(POLL_EVERY).await;
+            }
+        }));
         let Some(state) = self.state.as_mut() else {
             return Ok(());
         };
@@ -245,19 +286,15 @@ impl OnDemand {
     async fn pick_up(&mut self, ctx: &LeaderContext) -> Result<(), WorkError> {
         let (client, leader_key) = ctx.checkpoint.fence();
         let (client, leader_key) = (client.clone(), leader_key.to_vec());
-        // Looking for requests must not hold up the stream or make the
-        // leader step down: an etcd hiccup just delays the look to the next poll.
-        let found = match requests::list(&client, &self.prefix, LIST_TIMEOUT).await {
-            Ok(f) => f,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot look for on-demand snapshot requests now; trying again in a second");
-                return Ok(());
-            }
+        let Some(found) = self.requests.as_ref().and_then(|rx| rx.borrow().clone()) else {
+            return Ok(());
         };
         self.queued = found.len().saturating_sub(1);
         for f in found {
             let request = match f.request {
+                Ok(r) if self.finished.contains(&r.id) => continue,
                 Ok(r) if self.last_done.as_deref() == Some(r.id.as_str()) => {
+                    self.finished.insert(r.id.clone());
                     // Finished; the leader that finished it did not get to delete the key.
                     if let Err(e) = requests::delete_fenced(
                         &client,
@@ -573,6 +610,7 @@ impl OnDemand {
         self.info = None;
         self.reader = None;
         self.last_done = Some(outcome.id.clone());
+        self.finished.insert(outcome.id.clone());
         let v = serde_json::to_value(&outcome)
             .map_err(|e| failed(OnDemandError::State(e.to_string())))?;
         ctx.checkpoint.set_extra(EXTRA_LAST, v).await;
