@@ -15,6 +15,10 @@
 //!    hand-off).
 //! 3. On lease loss the producer is purged and the work returns at once; the
 //!    pipeline also drops this future, and dropping the producer purges it.
+//! 4. Exactly-once without transactions: nothing is handed to the producer
+//!    within the fence delay (its delivery timeout plus slack) of the
+//!    deadline, so everything a leader sent is settled before its lease can
+//!    expire and its successor reads the partitions without waiting.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -43,6 +47,12 @@ const READ_AHEAD: usize = 4096;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
+/// Checkpoint field: the send margin (ms) the leader that wrote it kept
+/// before its lease deadline (idempotent delivery). A successor waits only
+/// what that margin does not already cover of the fence delay; a checkpoint
+/// without the field (written by a version without the margin) gets the
+/// whole delay.
+pub const SEND_MARGIN_MS: &str = "send_margin_ms";
 /// How long the broker probe of `kafka.delivery = "auto"` / `"transactional"`
 /// may take when leading, and at startup (where it holds up joining the election).
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -225,6 +235,14 @@ impl LeaderWork for Bridge {
         ctx.checkpoint
             .set_extra(CLEAN_STOP, serde_json::Value::Bool(false))
             .await;
+        let fence = delivery_timeout(self.config.etcd.lease_ttl_secs) + FENCE_SLACK;
+        let send_margin = if exactly_once { fence } else { Duration::ZERO };
+        ctx.checkpoint
+            .set_extra(
+                SEND_MARGIN_MS,
+                serde_json::json!(send_margin.as_millis() as u64),
+            )
+            .await;
         if let Some(p) = source.as_ref().and_then(BinlogSource::position) {
             ctx.checkpoint.acked(&p).await?;
         }
@@ -242,6 +260,10 @@ impl LeaderWork for Bridge {
         // every hand-off to the producer.
         let session = ctx.session();
         sink.set_deadline_fn(move || session.deadline());
+        // Invariant 4: hand-offs stop a delivery timeout (plus slack) before
+        // the deadline, so whatever this leader sent is settled before its
+        // lease can expire and the next leader can read the partitions at once.
+        sink.set_send_margin(send_margin);
         let mut snapshot_tails = HashMap::new();
         if exactly_once && !clean {
             snapshot_tails = self.reconcile(&ctx, kafka, &mut sink).await?;
@@ -510,6 +532,19 @@ pub fn delivery_timeout(lease_ttl_secs: i64) -> Duration {
     Duration::from_millis((lease_ttl_secs.max(1) as u64 * 500).clamp(500, 5000))
 }
 
+/// What of the fence delay a takeover still has to wait: the part the
+/// previous leader's send margin (recorded in its checkpoint) does not cover.
+fn fence_wait(
+    fence: Duration,
+    extra: Option<&serde_json::Map<String, serde_json::Value>>,
+) -> Duration {
+    let margin = extra
+        .and_then(|e| e.get(SEND_MARGIN_MS))
+        .and_then(serde_json::Value::as_u64)
+        .map_or(Duration::ZERO, Duration::from_millis);
+    fence.saturating_sub(margin)
+}
+
 /// Added to the delivery timeout to make the fence delay.
 pub const FENCE_SLACK: Duration = Duration::from_millis(100);
 
@@ -547,7 +582,10 @@ impl Bridge {
         kafka: &crate::config::KafkaConfig,
         sink: &mut KafkaSink,
     ) -> Result<SnapshotTails, WorkError> {
-        let fence = delivery_timeout(self.config.etcd.lease_ttl_secs) + FENCE_SLACK;
+        let fence = fence_wait(
+            delivery_timeout(self.config.etcd.lease_ttl_secs) + FENCE_SLACK,
+            ctx.resume.as_ref().map(|c| &c.extra),
+        );
         let started = std::time::Instant::now();
         tokio::select! {
             biased;
@@ -803,5 +841,41 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
         if rx.changed().await.is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod fence_tests {
+    use super::*;
+
+    fn extra(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn a_margin_covering_the_fence_means_no_wait() {
+        let fence = delivery_timeout(1) + FENCE_SLACK;
+        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 600 }));
+        assert_eq!(fence_wait(fence, Some(&e)), Duration::ZERO);
+    }
+
+    #[test]
+    fn no_recorded_margin_means_the_whole_fence() {
+        let fence = delivery_timeout(2) + FENCE_SLACK;
+        assert_eq!(fence, Duration::from_millis(1100));
+        assert_eq!(fence_wait(fence, None), fence);
+        let e = extra(serde_json::json!({ CLEAN_STOP: false }));
+        assert_eq!(fence_wait(fence, Some(&e)), fence);
+        // A leader that ran at-least-once (margin 0) leaves the whole delay.
+        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 0 }));
+        assert_eq!(fence_wait(fence, Some(&e)), fence);
+    }
+
+    #[test]
+    fn a_smaller_margin_leaves_the_rest() {
+        // The previous leader ran with a 1 s lease, this one with 2 s.
+        let fence = delivery_timeout(2) + FENCE_SLACK;
+        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 600 }));
+        assert_eq!(fence_wait(fence, Some(&e)), Duration::from_millis(500));
     }
 }

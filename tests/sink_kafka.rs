@@ -402,6 +402,34 @@ async fn excluded_tables_send_nothing_but_still_advance_the_position() {
             .unwrap(),
         None
     );
+    // Schema changes follow the same filter: one of an excluded table or
+    // database is not sent, and the position still moves past it.
+    for (i, (db, sql)) in [
+        ("shop", "ALTER TABLE tmp_x ADD COLUMN z INT"),
+        ("audit", "CREATE TABLE logs (id INT PRIMARY KEY)"),
+        ("audit", "CREATE DATABASE audit"),
+        ("shop", "ALTER TABLE kept ADD COLUMN z INT"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        sink.send(&ddl_event(
+            db,
+            sql,
+            &tx,
+            pos("binlog.000004", 100 + i as u64, 0),
+        ))
+        .await
+        .unwrap();
+    }
+    let acked = sink.flush(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(acked, Some(pos("binlog.000004", 103, 1)));
+    let ddl = consume(&format!("{prefix}.schema"), 1);
+    assert!(
+        ddl[0].value.to_string().contains("ALTER TABLE kept"),
+        "{:?}",
+        ddl[0].value
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -478,4 +506,62 @@ async fn nothing_is_handed_to_the_producer_after_the_deadline() {
     assert_eq!(sink.acked_position(), Some(pos("binlog.000006", 4, 1)));
     let got = consume(&format!("{prefix}.shop.gated"), 1);
     assert_eq!(got[0].value["after"]["id"], 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_send_margin_holds_hand_offs_until_the_lease_moves_on() {
+    use std::sync::{Arc, Mutex};
+    use tokio::time::Instant;
+    let prefix = unique("sinktest-margin");
+    let cfg = config(&prefix, Format::Debezium);
+    let t = all_types_table("shop", "margin");
+    let tx = txn("0-1-1", 1_700_000_000_000, 1);
+    let mut sink = KafkaSink::new(&cfg, "demo", 1).await.unwrap();
+    let ev = |i: i64| {
+        row_event(
+            &t,
+            Op::Insert,
+            None,
+            Some(all_types_row(i, false)),
+            &tx,
+            pos("binlog.000007", 4, i as u64),
+        )
+    };
+    let lease = Arc::new(Mutex::new(Instant::now() + Duration::from_secs(5)));
+    let read = lease.clone();
+    sink.set_deadline_fn(move || *read.lock().unwrap());
+    sink.set_send_margin(Duration::from_secs(1));
+    sink.send(&ev(0)).await.unwrap();
+
+    // Inside the margin: held until a "keep-alive" moves the deadline on.
+    *lease.lock().unwrap() = Instant::now() + Duration::from_millis(800);
+    let renew = lease.clone();
+    let renewer = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        *renew.lock().unwrap() = Instant::now() + Duration::from_secs(5);
+    });
+    let started = Instant::now();
+    sink.send(&ev(1)).await.unwrap();
+    let held = started.elapsed();
+    renewer.await.unwrap();
+    assert!(held >= Duration::from_millis(250), "sent after {held:?}");
+    assert_eq!(
+        sink.flush(Duration::from_secs(30)).await.unwrap(),
+        Some(pos("binlog.000007", 4, 2))
+    );
+
+    // Inside the margin and never renewed: no hand-off, then the deadline error.
+    *lease.lock().unwrap() = Instant::now() + Duration::from_millis(400);
+    let started = Instant::now();
+    let e = sink.send(&ev(2)).await.unwrap_err();
+    assert!(matches!(e, SinkError::DeadlinePassed), "{e}");
+    assert!(started.elapsed() >= Duration::from_millis(350));
+    assert_eq!(sink.acked_position(), Some(pos("binlog.000007", 4, 2)));
+    let got = consume(&format!("{prefix}.shop.margin"), 2);
+    let mut ids: Vec<_> = got
+        .iter()
+        .filter_map(|m| m.value["after"]["id"].as_i64())
+        .collect();
+    ids.sort_unstable();
+    assert_eq!(ids, vec![0, 1]);
 }

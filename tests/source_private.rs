@@ -32,7 +32,7 @@ fn position(db: &PrivateMariaDb) -> binlog_bridge::event::Position {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_crash_and_restart_mid_stream_loses_and_repeats_nothing() {
-    let mut db = PrivateMariaDb::start(3391, &[]);
+    let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     db.sql("CREATE DATABASE src_restart; CREATE TABLE src_restart.t (id INT PRIMARY KEY, v TEXT)");
     let start = position(&db);
     let inserts = |from: i64, to: i64| {
@@ -73,7 +73,7 @@ async fn server_crash_and_restart_mid_stream_loses_and_repeats_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hung_server_is_detected_by_read_timeout_and_stream_resumes() {
-    let mut db = PrivateMariaDb::start(3396, &[]);
+    let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     db.sql("CREATE DATABASE src_hung; CREATE TABLE src_hung.t (id INT PRIMARY KEY)");
     let start = position(&db);
     db.sql(
@@ -124,7 +124,7 @@ async fn hung_server_is_detected_by_read_timeout_and_stream_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn heartbeats_keep_an_idle_stream_alive() {
-    let mut db = PrivateMariaDb::start(3398, &[]);
+    let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     let start = position(&db);
     let mut cfg = common::mysql_config(&db.bridge_url(), 4207, &[]);
     cfg.read_timeout_secs = 2;
@@ -150,7 +150,7 @@ async fn heartbeats_keep_an_idle_stream_alive() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_gone_for_good_is_reported_after_retry_for() {
-    let mut db = PrivateMariaDb::start(3390, &[]);
+    let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     let cfg = common::mysql_config(&db.bridge_url(), 4208, &[]);
     let opts = SourceOptions {
         connect_timeout: Duration::from_secs(1),
@@ -178,7 +178,7 @@ async fn a_server_gone_for_good_is_reported_after_retry_for() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn purged_position_and_gtid_are_definite_errors() {
-    let mut db = PrivateMariaDb::start(3392, &[]);
+    let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     db.sql("CREATE DATABASE src_purge; CREATE TABLE src_purge.t (id INT PRIMARY KEY)");
     let old = position(&db);
     db.sql("INSERT INTO src_purge.t VALUES (1); FLUSH BINARY LOGS; INSERT INTO src_purge.t VALUES (2); FLUSH BINARY LOGS;");
@@ -241,7 +241,7 @@ async fn purged_position_and_gtid_are_definite_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_startup_check_fails_with_its_fix() {
     let mut db = PrivateMariaDb::start(
-        3393,
+        common::free_port(),
         &[
             "binlog_format=STATEMENT",
             "binlog_row_image=MINIMAL",
@@ -317,7 +317,7 @@ async fn each_startup_check_fails_with_its_fix() {
     );
     db.stop();
 
-    let mut nolog = PrivateMariaDb::start(3394, &["skip-log-bin"]);
+    let mut nolog = PrivateMariaDb::start(common::free_port(), &["skip-log-bin"]);
     let cfg = common::mysql_config(&nolog.bridge_url(), 4204, &[]);
     let e = BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Latest)
         .await
@@ -330,7 +330,7 @@ async fn each_startup_check_fails_with_its_fix() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_binlog_events_decode() {
     let mut db = PrivateMariaDb::start(
-        3395,
+        common::free_port(),
         &["log_bin_compress=ON", "log_bin_compress_min_len=10"],
     );
     let start = position(&db);

@@ -123,6 +123,10 @@ pub struct KafkaSink {
     /// The live deadline, read right before every hand-off (it moves with
     /// every lease keep-alive); wins over `deadline` when set.
     deadline_fn: Option<DeadlineFn>,
+    /// No hand-off this close to the deadline: a message handed off earlier is
+    /// delivered or failed by the producer's own timeout before the lease can
+    /// expire (idempotent delivery; see [`KafkaSink::set_send_margin`]).
+    send_margin: Duration,
     /// A `send` is under way; still set at the next call means the previous
     /// `send` future was dropped mid-way (cancelled), so an event may be half sent.
     in_send: bool,
@@ -185,6 +189,7 @@ impl KafkaSink {
             stopped: None,
             deadline: None,
             deadline_fn: None,
+            send_margin: Duration::ZERO,
             in_send: false,
             skipper: None,
             stream_filter: None,
@@ -315,6 +320,15 @@ impl KafkaSink {
     /// window), so a wait never uses a stale deadline.
     pub fn set_deadline_fn(&mut self, f: impl Fn() -> Instant + Send + Sync + 'static) {
         self.deadline_fn = Some(Box::new(f));
+    }
+
+    /// Stop handing messages to the producer `margin` before the deadline
+    /// (and wait there until the deadline moves on, or passes). With `margin`
+    /// at least the producer's delivery timeout, every message this leader
+    /// ever handed off is delivered or has failed before its lease can
+    /// expire, so a successor needs no fence delay of its own.
+    pub fn set_send_margin(&mut self, margin: Duration) {
+        self.send_margin = margin;
     }
 
     /// Skip messages a previous leader already wrote (idempotent delivery's
@@ -463,9 +477,13 @@ impl KafkaSink {
                 self.tracker.push_resume(ev.position.clone());
             }
             EventKind::Schema(ddl) => {
-                let encoded = format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx);
+                let target = format::classify_ddl(&ddl.statement, &ddl.database);
+                let encoded = if self.router.allows_ddl(&target, &ddl.statement) {
+                    format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx)
+                } else {
+                    None
+                };
                 if let Some((key, value)) = encoded {
-                    let target = format::classify_ddl(&ddl.statement, &ddl.database);
                     let topic: Arc<str> = render_topic(
                         &self.schema_topic,
                         &target.database,
@@ -509,6 +527,27 @@ impl KafkaSink {
         Ok(())
     }
 
+    /// The lease gate, right before a hand-off: an error once the deadline
+    /// has passed; inside the send margin, wait for a keep-alive to move the
+    /// deadline on (it does every TTL/10 while etcd answers).
+    async fn wait_for_gate(&mut self) -> Result<(), SinkError> {
+        loop {
+            let Some(d) = self.deadline_fn.as_ref().map(|f| f()).or(self.deadline) else {
+                return Ok(());
+            };
+            let now = Instant::now();
+            if now >= d {
+                self.abort();
+                self.stopped = Some("the send deadline (lease) passed".into());
+                return Err(SinkError::DeadlinePassed);
+            }
+            if now + self.send_margin < d {
+                return Ok(());
+            }
+            tokio::time::sleep((d - now).min(GATE_POLL)).await;
+        }
+    }
+
     /// Hand one message to the producer, waiting for room in the window.
     async fn produce(
         &mut self,
@@ -536,14 +575,7 @@ impl KafkaSink {
                 return Err(self.stop(reason));
             }
         }
-        let deadline = self.deadline_fn.as_ref().map(|f| f()).or(self.deadline);
-        if let Some(d) = deadline {
-            if Instant::now() >= d {
-                self.abort();
-                self.stopped = Some("the send deadline (lease) passed".into());
-                return Err(SinkError::DeadlinePassed);
-            }
-        }
+        self.wait_for_gate().await?;
         loop {
             match self.producer.send(
                 &topic,
@@ -601,6 +633,9 @@ impl KafkaSink {
         }
     }
 }
+
+/// How often a send held inside the margin looks at the deadline again.
+const GATE_POLL: Duration = Duration::from_millis(5);
 
 /// Smallest window the acknowledgement rate may shrink it to.
 const MIN_WINDOW: usize = 1000;

@@ -13,6 +13,7 @@ use crate::config::{KafkaConfig, Keyless};
 use crate::event::TableSchema;
 
 use super::format::json::JsonWriter;
+use super::format::{DdlKind, DdlTarget};
 use super::SinkError;
 
 /// `[mysql] include/exclude` as a predicate on `db.table`.
@@ -39,6 +40,38 @@ impl TableFilter {
         let name = format!("{db}.{table}");
         let hit = |p: &String| glob(p, &name);
         (self.include.is_empty() || self.include.iter().any(hit)) && !self.exclude.iter().any(hit)
+    }
+
+    /// Whether a schema change is sent: one that names a table only if that
+    /// table is allowed; a database statement only if some table of that
+    /// database may be included and the database is not excluded as a whole
+    /// (`db.*`). Anything this cannot be sure of is sent: a rename (its new
+    /// name may be included), a statement naming several tables, and
+    /// statements that name no table (views, routines, grants).
+    pub fn allows_ddl(&self, target: &DdlTarget, statement: &str) -> bool {
+        let upper = statement.to_ascii_uppercase();
+        match target.kind {
+            DdlKind::Other | DdlKind::RenameTable => true,
+            _ if upper.contains("RENAME")
+                || (upper.contains(',') && target.kind == DdlKind::DropTable) =>
+            {
+                true
+            }
+            DdlKind::CreateDatabase | DdlKind::DropDatabase | DdlKind::AlterDatabase => {
+                let db = target.database.as_str();
+                let db_part =
+                    |p: &String| p.split_once('.').map_or(p.as_str(), |(d, _)| d).to_string();
+                let may_include =
+                    self.include.is_empty() || self.include.iter().any(|p| glob(&db_part(p), db));
+                let whole_db_excluded = self.exclude.iter().any(|p| {
+                    p.split_once('.')
+                        .is_some_and(|(d, t)| t == "*" && glob(d, db))
+                });
+                may_include && !whole_db_excluded
+            }
+            _ if target.table.is_empty() => true,
+            _ => self.allows(&target.database, &target.table),
+        }
     }
 }
 
@@ -135,6 +168,12 @@ impl Router {
         self.routes.clear();
     }
 
+    /// Whether the table filter lets this schema change through
+    /// ([`TableFilter::allows_ddl`]).
+    pub fn allows_ddl(&self, target: &DdlTarget, statement: &str) -> bool {
+        self.filter.allows_ddl(target, statement)
+    }
+
     /// The route of `table`, computed on first sight or when its shape changed.
     pub fn route(&mut self, table: &Arc<TableSchema>) -> Result<&Route, SinkError> {
         let fresh = match self
@@ -228,6 +267,43 @@ impl Router {
 mod tests {
     use super::*;
     use crate::event::{Column, ColumnKind};
+    use crate::sink::format::classify_ddl;
+
+    #[test]
+    fn schema_changes_follow_the_table_filter() {
+        let f = TableFilter::new(
+            &["shop.*".into(), "crm.customers".into()],
+            &["shop.tmp_*".into()],
+        );
+        let sent = |sql: &str, db: &str| f.allows_ddl(&classify_ddl(sql, db), sql);
+        assert!(sent("ALTER TABLE orders ADD COLUMN note TEXT", "shop"));
+        assert!(sent(
+            "CREATE TABLE IF NOT EXISTS `shop`.`items` (id INT)",
+            "other"
+        ));
+        assert!(!sent("CREATE TABLE tmp_x (id INT)", "shop"));
+        assert!(!sent("ALTER TABLE logs ADD COLUMN x INT", "audit"));
+        assert!(!sent("DROP TABLE crm.leads", ""));
+        assert!(sent("DROP TABLE crm.customers", ""));
+        assert!(!sent("TRUNCATE audit.logs", ""));
+        assert!(!sent("CREATE INDEX i ON audit.logs (x)", ""));
+        // Database statements: sent when a table of the database may be included.
+        assert!(sent("CREATE DATABASE shop", ""));
+        assert!(sent("DROP DATABASE crm", ""));
+        assert!(!sent("CREATE DATABASE audit", ""));
+        // Not sure: sent.
+        assert!(sent("RENAME TABLE audit.x TO shop.x", ""));
+        assert!(sent("ALTER TABLE audit.x RENAME TO shop.x", ""));
+        assert!(sent("DROP TABLE audit.a, shop.b", ""));
+        assert!(sent("CREATE VIEW v AS SELECT 1", "audit"));
+
+        let f = TableFilter::new(&[], &["audit.*".into(), "crm.secret".into()]);
+        let sent = |sql: &str, db: &str| f.allows_ddl(&classify_ddl(sql, db), sql);
+        assert!(!sent("DROP DATABASE audit", ""));
+        assert!(sent("DROP DATABASE crm", ""));
+        assert!(!sent("ALTER TABLE secret ADD COLUMN y INT", "crm"));
+        assert!(sent("ALTER TABLE anything ADD COLUMN y INT", "crm"));
+    }
 
     fn table(db: &str, name: &str, pk: Vec<usize>) -> Arc<TableSchema> {
         let col = |n: &str| Column {
