@@ -36,6 +36,7 @@ use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError}
 use crate::sink::probe::TxnSupport;
 use crate::sink::txn::TxnError;
 use crate::sink::{KafkaSink, SinkError, TableFilter};
+use crate::snapshot::ondemand_run::OnDemand;
 use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
 
 #[path = "bridge_txn.rs"]
@@ -197,6 +198,7 @@ impl LeaderWork for Bridge {
                     "snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and the broker was chosen for transactional delivery; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"".into(),
                 )));
             }
+            crate::snapshot::ondemand_run::refuse_all(&self.config, &ctx).await;
             return self.run_transactional(ctx).await;
         }
         let mut from = self.start_from(&ctx)?;
@@ -313,6 +315,13 @@ impl LeaderWork for Bridge {
         };
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
+        // On-demand snapshots (`binlog-bridge snapshot`) run between
+        // transactions of the stream (src/snapshot/ondemand.rs).
+        let mut ondemand = OnDemand::new(&self.config, &ctx, self.ops.clone())?;
+        ondemand
+            .start(&ctx, source.position(), source.progress(), &snapshot_tails)
+            .await?;
+
         let outage = source.outage();
         let mut down = false;
         let (mut rx, _abort_reader) = self.spawn_reader(source);
@@ -338,7 +347,16 @@ impl LeaderWork for Bridge {
                     break Err(WorkError::SessionLost);
                 }
                 _ = ctx.stop().cancelled() => break Ok(()),
+                _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
+                    if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
+                    if let Err(e) = ondemand.poll(&ctx).await {
+                        break Err(e);
+                    }
                     self.publish(&mut counts, &sink, last.as_ref());
                     self.follow_outage(&outage, &mut down);
                     let mut topics = sink.topics();
@@ -374,8 +392,22 @@ impl LeaderWork for Bridge {
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));
+            // A waiting on-demand chunk goes out between transactions: before
+            // the first event at or after its read position, or right after
+            // the commit that reaches it.
+            if ondemand.due_before(&ev) {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
+            }
             if let Err(e) = sink.send(&ev).await {
                 break Err(self.sink_failed(e));
+            }
+            ondemand.note(&ev);
+            if ondemand.due_after() {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
             }
         };
         self.publish(&mut counts, &sink, last.as_ref());
@@ -800,6 +832,7 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
                 s.streaming = false;
                 s.epoch = None;
                 s.reason = None;
+                s.snapshot = None;
             }
             Role::Leader { epoch } => {
                 s.role = OpsRole::Leader;

@@ -544,6 +544,8 @@ pub struct SnapshotConfig {
     pub allow_resnapshot_on_purge: bool,
     /// Rows read per query (primary-key chunk); a checkpoint is written at
     /// most once per `etcd.checkpoint_interval_ms` after a chunk is acknowledged.
+    /// Also the chunk of on-demand snapshots (`binlog-bridge snapshot`), each
+    /// one consistent read, checkpointed before and after it is sent.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: u32,
 }

@@ -134,6 +134,9 @@ pub struct KafkaSink {
     skipper: Option<Skipper>,
     /// Skips streamed changes a snapshot segment already reflects.
     stream_filter: Option<crate::snapshot::StreamFilter>,
+    /// The on-demand snapshot run whose rows are being sent (header
+    /// `bb.snapshot-run` on snapshot rows).
+    snapshot_run: Option<String>,
     /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
     metrics: Option<SinkMetrics>,
     /// Messages and value+key bytes handed to the producer so far (batch sizing).
@@ -190,6 +193,7 @@ impl KafkaSink {
             in_send: false,
             skipper: None,
             stream_filter: None,
+            snapshot_run: None,
             metrics: None,
             sent_messages: 0,
             sent_bytes: 0,
@@ -337,6 +341,12 @@ impl KafkaSink {
     /// reflects (see [`crate::snapshot`]).
     pub fn set_stream_filter(&mut self, filter: crate::snapshot::StreamFilter) {
         self.stream_filter = Some(filter);
+    }
+
+    /// Mark the snapshot rows sent from now on as rows of on-demand run `id`
+    /// (header `bb.snapshot-run`); None for the initial snapshot.
+    pub fn set_snapshot_run(&mut self, id: Option<String>) {
+        self.snapshot_run = id;
     }
 
     /// The topic and partition a row's message goes to, or None if the
@@ -572,7 +582,13 @@ impl KafkaSink {
                 partition,
                 key,
                 value,
-                headers(ev, &self.pipeline, &self.epoch, part),
+                headers(
+                    ev,
+                    &self.pipeline,
+                    &self.epoch,
+                    part,
+                    self.snapshot_run.as_deref(),
+                ),
             ) {
                 Ok(inner) => {
                     let count = self.metrics.as_mut().map(|m| {
@@ -688,7 +704,13 @@ impl KafkaSink {
     }
 }
 
-fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str, part: u32) -> OwnedHeaders {
+fn headers(
+    ev: &ChangeEvent,
+    pipeline: &str,
+    epoch: &str,
+    part: u32,
+    run: Option<&str>,
+) -> OwnedHeaders {
     let pos = ev.position.to_string();
     let mut h = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
@@ -732,6 +754,12 @@ fn headers(ev: &ChangeEvent, pipeline: &str, epoch: &str, part: u32) -> OwnedHea
                     key: crate::snapshot::HEADER_SNAPSHOT_KEY,
                     value: Some(key.as_bytes()),
                 });
+            if let Some(run) = run {
+                h = h.insert(Header {
+                    key: crate::snapshot::ondemand::HEADER_RUN,
+                    value: Some(run.as_bytes()),
+                });
+            }
         }
     }
     h
