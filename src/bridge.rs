@@ -19,6 +19,9 @@
 //!    within the fence delay (its delivery timeout plus slack) of the
 //!    deadline, so everything a leader sent is settled before its lease can
 //!    expire and its successor reads the partitions without waiting.
+//! 5. A leader frozen whole (SIGSTOP) while leading with idempotent delivery
+//!    is killed by its watchdog process just before its lease can expire
+//!    (`coord::watchdog`), so it cannot send once it runs again.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -86,6 +89,9 @@ pub struct Bridge {
     /// The delivery mode in force: `kafka.delivery`, with `auto` replaced by
     /// what the broker probe chose (probed again at takeover until known).
     delivery: std::sync::Mutex<Option<Delivery>>,
+    /// Kills this process if it freezes while leading with idempotent
+    /// delivery (`etcd.watchdog`; see `coord::watchdog`).
+    watchdog: Option<crate::coord::watchdog::Watchdog>,
 }
 
 impl Bridge {
@@ -95,6 +101,7 @@ impl Bridge {
             config,
             ops,
             delivery,
+            watchdog: None,
         }
     }
 
@@ -266,6 +273,15 @@ impl LeaderWork for Bridge {
         // the deadline, so whatever this leader sent is settled before its
         // lease can expire and the next leader can read the partitions at once.
         sink.set_send_margin(send_margin);
+        // Invariant 5: a leader frozen whole cannot purge its producer; the
+        // watchdog kills it before its lease can expire.
+        let _armed = match (&self.watchdog, exactly_once) {
+            (Some(w), true) => {
+                let session = ctx.session();
+                Some(w.arm(move || session.deadline()))
+            }
+            _ => None,
+        };
         let mut snapshot_tails = HashMap::new();
         if exactly_once && !clean {
             snapshot_tails = self.reconcile(&ctx, kafka, &mut sink).await?;
@@ -765,7 +781,15 @@ pub async fn main(config: Config) -> ExitCode {
         format = ?config.kafka.format,
         "binlog-bridge starting"
     );
-    let work = Bridge::new(config.clone(), ops.clone());
+    let mut work = Bridge::new(config.clone(), ops.clone());
+    if config.etcd.watchdog && config.kafka.delivery != Delivery::AtLeastOnce {
+        match crate::coord::watchdog::Watchdog::spawn() {
+            Ok(w) => work.watchdog = Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the watchdog process: a leader frozen while it leads will not be killed before its lease expires (set etcd.watchdog = false to silence this)")
+            }
+        }
+    }
     // Decide the delivery mode now, so a misconfiguration shows at once (a
     // broker that does not answer soon only delays this to the first takeover).
     match work.delivery(STARTUP_PROBE_TIMEOUT).await {
