@@ -34,7 +34,7 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     let port = common::free_port();
     let config = format!(
         "[mysql]\nurl = \"mysql://{user}@{}\"\npassword_file = \"{}\"\nserver_id = 4401\nstart = \"latest\"\ninclude = [\"{db}.*\"]\n\
-         [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{db}\"\nlease_ttl_secs = 1\ncheckpoint_interval_ms = 100\n\
+         [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{db}\"\nlease_ttl_secs = 1\ncheckpoint_interval_ms = 100\nwatchdog = false\n\
          [kafka]\nbrokers = \"{}\"\ndelivery = \"idempotent\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
         host_port(&env.mysql_url),
         pw.display(),
@@ -154,7 +154,9 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     );
 
     // Freeze it past its lease: on waking it must step down (its lease is
-    // gone) and, as the only candidate, lead again under a new epoch.
+    // gone) and, as the only candidate, lead again under a new epoch. (The
+    // watchdog, off here, would kill it instead: tests/ops_watchdog.rs; this
+    // is the path of a freeze that takes the watchdog too.)
     let epoch = |port| {
         get(port, "/status")
             .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(&b).ok())
