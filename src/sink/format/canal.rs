@@ -49,13 +49,14 @@
 //! topics.)
 
 use super::json::{float_text, JsonWriter};
-use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{Column, ColumnKind, Op, RowChange, SchemaChange, TableSchema, TxnInfo, Value};
 
 pub(crate) fn encode_row(
     row: &RowChange,
     txn: &TxnInfo,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let t = &row.table;
     let (data, old, ty) = match row.op {
@@ -68,8 +69,8 @@ pub(crate) fn encode_row(
     w.key("data");
     w.begin_array();
     w.begin_object();
-    for (col, v) in t.columns.iter().zip(data) {
-        w.key(&col.name);
+    for (i, (col, v)) in t.columns.iter().zip(data).enumerate() {
+        names.write_key(&mut w, i, &col.name);
         write_value(&mut w, v);
     }
     w.end_object();
@@ -77,8 +78,8 @@ pub(crate) fn encode_row(
     write_header(&mut w, &t.database, txn, false);
     w.key("mysqlType");
     w.begin_object();
-    for col in &t.columns {
-        w.key(&col.name);
+    for (i, col) in t.columns.iter().enumerate() {
+        names.write_key(&mut w, i, &col.name);
         w.string(&col.sql_type);
     }
     w.end_object();
@@ -88,9 +89,9 @@ pub(crate) fn encode_row(
         Some(before) => {
             w.begin_array();
             w.begin_object();
-            for ((col, b), a) in t.columns.iter().zip(before).zip(data) {
+            for (i, ((col, b), a)) in t.columns.iter().zip(before).zip(data).enumerate() {
                 if b != a {
-                    w.key(&col.name);
+                    names.write_key(&mut w, i, &col.name);
                     write_value(&mut w, b);
                 }
             }
@@ -104,8 +105,8 @@ pub(crate) fn encode_row(
     w.string("");
     w.key("sqlType");
     w.begin_object();
-    for col in &t.columns {
-        w.key(&col.name);
+    for (i, col) in t.columns.iter().enumerate() {
+        names.write_key(&mut w, i, &col.name);
         w.i64(sql_type(col));
     }
     w.end_object();
@@ -270,19 +271,19 @@ pub fn sql_type(col: &Column) -> i64 {
 pub(crate) fn write_value(w: &mut JsonWriter, v: &Value) {
     match v {
         Value::Null => w.null(),
-        Value::Int(n) => w.string(&n.to_string()),
-        Value::UInt(n) => w.string(&n.to_string()),
+        Value::Int(n) => w.i64_text(*n),
+        Value::UInt(n) => w.u64_text(*n),
         Value::Float(x) => w.string(&float_text(*x, f64::from(x.abs()))),
         Value::Double(x) => w.string(&float_text(*x, x.abs())),
         Value::Decimal(s) | Value::String(s) | Value::Enum(s) | Value::Json(s) => w.string(s),
         Value::Bytes(b) | Value::Geometry(b) => w.string(&super::base64(b)),
-        Value::Bit { value, .. } => w.string(&value.to_string()),
+        Value::Bit { value, .. } => w.u64_text(*value),
         Value::Year(y) => w.string(&format!("{y:04}")),
-        Value::Date(d) => w.string(&d.to_string()),
-        Value::Time(t) => w.string(&t.to_string()),
-        Value::DateTime(dt) => w.string(&dt.to_string()),
+        Value::Date(d) => w.date(d),
+        Value::Time(t) => w.time(t),
+        Value::DateTime(dt) => w.datetime(dt),
         Value::Timestamp { secs, micros, fsp } => {
-            w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+            w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
         }
         Value::Set(members) => w.string(&members.join(",")),
     }

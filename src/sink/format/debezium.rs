@@ -49,7 +49,7 @@
 //! "tableChanges":[]}`.
 
 use super::json::JsonWriter;
-use super::{need_after, need_before, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{
     Column, ColumnKind, Op, Position, RowChange, SchemaChange, TableSchema, TxnInfo, Value,
 };
@@ -61,6 +61,7 @@ pub(crate) fn encode_row(
     txn: &TxnInfo,
     pos: &Position,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let (before, after, op) = match row.op {
         Op::Insert => (None, Some(need_after(row)?), "c"),
@@ -78,9 +79,9 @@ pub(crate) fn encode_row(
         w.begin_object();
     }
     w.key("before");
-    write_image(&mut w, t, before);
+    write_image(&mut w, t, names, before);
     w.key("after");
-    write_image(&mut w, t, after);
+    write_image(&mut w, t, names, after);
     w.key("source");
     write_source(
         &mut w,
@@ -145,13 +146,13 @@ pub(crate) fn encode_ddl(
     (k.into_bytes(), w.into_bytes())
 }
 
-fn write_image(w: &mut JsonWriter, t: &TableSchema, image: Option<&[Value]>) {
+fn write_image(w: &mut JsonWriter, t: &TableSchema, names: &FieldNames, image: Option<&[Value]>) {
     match image {
         None => w.null(),
         Some(values) => {
             w.begin_object();
-            for (col, v) in t.columns.iter().zip(values) {
-                w.key(&col.name);
+            for (i, (col, v)) in t.columns.iter().zip(values).enumerate() {
+                names.write_key(w, i, &col.name);
                 write_value(w, col, v);
             }
             w.end_object();
@@ -232,22 +233,22 @@ pub(crate) fn write_value(w: &mut JsonWriter, col: &Column, v: &Value) {
             if super::is_zero_date(d) {
                 zero_temporal(w, col, "1970-01-01")
             } else {
-                w.string(&d.to_string())
+                w.date(d)
             }
         }
-        Value::Time(t) => w.string(&t.to_string()),
+        Value::Time(t) => w.time(t),
         Value::DateTime(dt) => {
             if super::is_zero_date(&dt.date) {
                 zero_temporal(w, col, "1970-01-01 00:00:00")
             } else {
-                w.string(&dt.to_string())
+                w.datetime(dt)
             }
         }
         Value::Timestamp { secs, micros, fsp } => {
             if *secs == 0 && *micros == 0 {
                 zero_temporal(w, col, "1970-01-01 00:00:00")
             } else {
-                w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+                w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
             }
         }
         Value::Set(members) => w.string(&members.join(",")),

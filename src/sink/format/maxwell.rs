@@ -50,7 +50,7 @@
 //! ...) produce no message, as with Maxwell.
 
 use super::json::JsonWriter;
-use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{Op, Position, RowChange, SchemaChange, TxnInfo, Value};
 
 pub(crate) fn encode_row(
@@ -58,6 +58,7 @@ pub(crate) fn encode_row(
     txn: &TxnInfo,
     pos: &Position,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let t = &row.table;
     let (data, old, ty) = match row.op {
@@ -92,17 +93,17 @@ pub(crate) fn encode_row(
     w.u64(u64::from(txn.server_id));
     w.key("data");
     w.begin_object();
-    for (col, v) in t.columns.iter().zip(data) {
-        w.key(&col.name);
+    for (i, (col, v)) in t.columns.iter().zip(data).enumerate() {
+        names.write_key(&mut w, i, &col.name);
         write_value(&mut w, v);
     }
     w.end_object();
     if let Some(before) = old {
         w.key("old");
         w.begin_object();
-        for ((col, b), a) in t.columns.iter().zip(before).zip(data) {
+        for (i, ((col, b), a)) in t.columns.iter().zip(before).zip(data).enumerate() {
             if b != a {
-                w.key(&col.name);
+                names.write_key(&mut w, i, &col.name);
                 write_value(&mut w, b);
             }
         }
@@ -176,11 +177,11 @@ pub(crate) fn write_value(w: &mut JsonWriter, v: &Value) {
             }
         }
         Value::Year(y) => w.u64(u64::from(*y)),
-        Value::Date(d) => w.string(&d.to_string()),
-        Value::Time(t) => w.string(&t.to_string()),
-        Value::DateTime(dt) => w.string(&dt.to_string()),
+        Value::Date(d) => w.date(d),
+        Value::Time(t) => w.time(t),
+        Value::DateTime(dt) => w.datetime(dt),
         Value::Timestamp { secs, micros, fsp } => {
-            w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+            w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
         }
         Value::Set(members) => {
             w.begin_array();
