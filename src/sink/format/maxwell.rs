@@ -68,30 +68,30 @@ pub(crate) fn encode_row(
     };
     let mut w = JsonWriter::with_capacity(192 + 48 * t.columns.len());
     w.begin_object();
-    w.key("database");
+    w.lit_key("database");
     w.string(&t.database);
-    w.key("table");
+    w.lit_key("table");
     w.string(&t.table);
-    w.key("type");
-    w.string(ty);
-    w.key("ts");
+    w.lit_key("type");
+    w.lit_string(ty);
+    w.lit_key("ts");
     w.u64(txn.ts_ms / 1000);
     if let Some(xid) = txn.xid {
-        w.key("xid");
+        w.lit_key("xid");
         w.u64(xid);
     }
     if ctx.last_in_txn {
-        w.key("commit");
+        w.lit_key("commit");
         w.bool(true);
     } else {
-        w.key("xoffset");
+        w.lit_key("xoffset");
         w.u64(pos.row);
     }
-    w.key("position");
+    w.lit_key("position");
     w.string(&format!("{}:{}", pos.file, pos.offset));
-    w.key("server_id");
+    w.lit_key("server_id");
     w.u64(u64::from(txn.server_id));
-    w.key("data");
+    w.lit_key("data");
     w.begin_object();
     for (i, (col, v)) in t.columns.iter().zip(data).enumerate() {
         names.write_key(&mut w, i, &col.name);
@@ -99,7 +99,7 @@ pub(crate) fn encode_row(
     }
     w.end_object();
     if let Some(before) = old {
-        w.key("old");
+        w.lit_key("old");
         w.begin_object();
         for (i, ((col, b), a)) in t.columns.iter().zip(before).zip(data).enumerate() {
             if b != a {
@@ -134,25 +134,25 @@ pub(crate) fn encode_ddl(
     };
     let mut k = JsonWriter::with_capacity(48);
     k.begin_object();
-    k.key("database");
+    k.lit_key("database");
     k.string(&target.database);
     k.end_object();
 
     let mut w = JsonWriter::with_capacity(192 + ddl.statement.len());
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string(ty);
-    w.key("database");
+    w.lit_key("database");
     w.string(&target.database);
     if !target.table.is_empty() {
-        w.key("table");
+        w.lit_key("table");
         w.string(&target.table);
     }
-    w.key("sql");
+    w.lit_key("sql");
     w.string(&ddl.statement);
-    w.key("ts");
+    w.lit_key("ts");
     w.u64(txn.ts_ms / 1000);
-    w.key("position");
+    w.lit_key("position");
     w.string(&format!("{}:{}", pos.file, pos.offset));
     w.end_object();
     Some((k.into_bytes(), w.into_bytes()))
