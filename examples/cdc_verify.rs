@@ -90,6 +90,8 @@ struct Seen {
     id: u64,
     epoch: Option<i64>,
     ts_ms: i64,
+    /// Where it was read and the change's `bb.position`, to show duplicates.
+    at: String,
 }
 
 fn parse(m: &rdkafka::message::BorrowedMessage<'_>, epoch_header: &str) -> Option<Seen> {
@@ -109,11 +111,25 @@ fn parse(m: &rdkafka::message::BorrowedMessage<'_>, epoch_header: &str) -> Optio
             .find(|x| x.key == epoch_header)
             .and_then(|x| std::str::from_utf8(x.value?).ok()?.parse().ok())
     });
+    let position = m.headers().and_then(|h| {
+        h.iter()
+            .find(|x| x.key == "bb.position")
+            .and_then(|x| std::str::from_utf8(x.value?).ok().map(str::to_string))
+    });
     Some(Seen {
         change: (op, table, seq),
         id,
         epoch,
         ts_ms: m.timestamp().to_millis().unwrap_or(0),
+        at: format!(
+            "{}/{}@{} position {} epoch {:?} ts {}",
+            m.topic(),
+            m.partition(),
+            m.offset(),
+            position.unwrap_or_default(),
+            epoch,
+            m.timestamp().to_millis().unwrap_or(0)
+        ),
     })
 }
 
@@ -380,6 +396,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for c in lost.iter().take(10) {
         println!("lost: {c:?}");
+    }
+    let mut shown = 0;
+    for (c, n) in &count {
+        if *n > 1 && shown < 10 {
+            shown += 1;
+            println!("duplicated: {c:?}");
+            for s in seen.iter().filter(|s| &s.change == *c) {
+                println!("  read at {}", s.at);
+            }
+        }
     }
     if !lost.is_empty() || duplicated > 0 || out_of_order > 0 || phantom > 0 {
         std::process::exit(1);

@@ -15,7 +15,8 @@
 # --faults picks the fault types (default: all, in this order); --keep-env
 # leaves the private services running afterwards for a look.
 # Fault types, in turn: kill -9 of the leader; SIGSTOP of the leader past the
-# lease TTL, then SIGCONT (a zombie); SIGTERM of the leader; kill -9 of the
+# lease TTL, then SIGCONT (a zombie; with idempotent delivery its watchdog
+# kills it before the lease expires, and it is started again); SIGTERM of the leader; kill -9 of the
 # etcd raft leader; MariaDB restart; broker restart. A killed bridge is started
 # again, so three always run. The run uses its own private services (MariaDB
 # :13306, etcd :12379/13379/14379, broker :19092, data in target/chaos/) so it
@@ -145,7 +146,17 @@ for ((r = 0; r < ROUNDS; r++)); do
       NEW=$(wait_leader "$LEADER") || { FAILED=1; NEW=none; }
       took=$(elapsed "$t0")
       sleep 1.5
-      kill -CONT "$LEADER"
+      kill -CONT "$LEADER" 2>/dev/null || true
+      if [ -e "/proc/$LEADER" ] && ! awk '{exit !($3 == "Z")}' "/proc/$LEADER/stat" 2>/dev/null; then
+        :
+      else
+        # Its watchdog killed the frozen leader before the lease expired
+        # (etcd.watchdog, idempotent delivery): start it again, as a
+        # supervisor would.
+        say "round $r: the frozen leader $LEADER was killed by its watchdog"
+        wait_gone "$LEADER"
+        start_bridge "$n"
+      fi
       ;;
     sigterm)
       kill -TERM "$LEADER"

@@ -19,6 +19,9 @@
 //!    within the fence delay (its delivery timeout plus slack) of the
 //!    deadline, so everything a leader sent is settled before its lease can
 //!    expire and its successor reads the partitions without waiting.
+//! 5. A leader frozen whole (SIGSTOP) while leading with idempotent delivery
+//!    is killed by its watchdog process just before its lease can expire
+//!    (`coord::watchdog`), so it cannot send once it runs again.
 
 use std::collections::HashMap;
 use std::process::ExitCode;
@@ -36,6 +39,7 @@ use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError}
 use crate::sink::probe::TxnSupport;
 use crate::sink::txn::TxnError;
 use crate::sink::{KafkaSink, SinkError, TableFilter};
+use crate::snapshot::ondemand_run::OnDemand;
 use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
 
 #[path = "bridge_txn.rs"]
@@ -85,6 +89,9 @@ pub struct Bridge {
     /// The delivery mode in force: `kafka.delivery`, with `auto` replaced by
     /// what the broker probe chose (probed again at takeover until known).
     delivery: std::sync::Mutex<Option<Delivery>>,
+    /// Kills this process if it freezes while leading with idempotent
+    /// delivery (`etcd.watchdog`; see `coord::watchdog`).
+    watchdog: Option<crate::coord::watchdog::Watchdog>,
 }
 
 impl Bridge {
@@ -94,6 +101,7 @@ impl Bridge {
             config,
             ops,
             delivery,
+            watchdog: None,
         }
     }
 
@@ -197,6 +205,7 @@ impl LeaderWork for Bridge {
                     "snapshot.mode = \"initial\" runs with idempotent or at-least-once delivery in this version, and the broker was chosen for transactional delivery; set kafka.delivery = \"idempotent\" for the snapshot, or snapshot.mode = \"never\"".into(),
                 )));
             }
+            crate::snapshot::ondemand_run::refuse_all(&self.config, &ctx).await;
             return self.run_transactional(ctx).await;
         }
         let mut from = self.start_from(&ctx)?;
@@ -264,6 +273,15 @@ impl LeaderWork for Bridge {
         // the deadline, so whatever this leader sent is settled before its
         // lease can expire and the next leader can read the partitions at once.
         sink.set_send_margin(send_margin);
+        // Invariant 5: a leader frozen whole cannot purge its producer; the
+        // watchdog kills it before its lease can expire.
+        let _armed = match (&self.watchdog, exactly_once) {
+            (Some(w), true) => {
+                let session = ctx.session();
+                Some(w.arm(move || session.deadline()))
+            }
+            _ => None,
+        };
         let mut snapshot_tails = HashMap::new();
         if exactly_once && !clean {
             snapshot_tails = self.reconcile(&ctx, kafka, &mut sink).await?;
@@ -313,6 +331,13 @@ impl LeaderWork for Bridge {
         };
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming");
 
+        // On-demand snapshots (`binlog-bridge snapshot`) run between
+        // transactions of the stream (src/snapshot/ondemand.rs).
+        let mut ondemand = OnDemand::new(&self.config, &ctx, self.ops.clone())?;
+        ondemand
+            .start(&ctx, source.position(), source.progress(), &snapshot_tails)
+            .await?;
+
         let outage = source.outage();
         let mut down = false;
         let (mut rx, _abort_reader) = self.spawn_reader(source);
@@ -338,7 +363,16 @@ impl LeaderWork for Bridge {
                     break Err(WorkError::SessionLost);
                 }
                 _ = ctx.stop().cancelled() => break Ok(()),
+                _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
+                    if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                        break Err(e);
+                    }
+                    continue;
+                }
                 _ = tick.tick() => {
+                    if let Err(e) = ondemand.poll(&ctx).await {
+                        break Err(e);
+                    }
                     self.publish(&mut counts, &sink, last.as_ref());
                     self.follow_outage(&outage, &mut down);
                     let mut topics = sink.topics();
@@ -374,8 +408,22 @@ impl LeaderWork for Bridge {
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));
+            // A waiting on-demand chunk goes out between transactions: before
+            // the first event at or after its read position, or right after
+            // the commit that reaches it.
+            if ondemand.due_before(&ev) {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
+            }
             if let Err(e) = sink.send(&ev).await {
                 break Err(self.sink_failed(e));
+            }
+            ondemand.note(&ev);
+            if ondemand.due_after() {
+                if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                    break Err(e);
+                }
             }
         };
         self.publish(&mut counts, &sink, last.as_ref());
@@ -733,7 +781,15 @@ pub async fn main(config: Config) -> ExitCode {
         format = ?config.kafka.format,
         "binlog-bridge starting"
     );
-    let work = Bridge::new(config.clone(), ops.clone());
+    let mut work = Bridge::new(config.clone(), ops.clone());
+    if config.etcd.watchdog && config.kafka.delivery != Delivery::AtLeastOnce {
+        match crate::coord::watchdog::Watchdog::spawn() {
+            Ok(w) => work.watchdog = Some(w),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot start the watchdog process: a leader frozen while it leads will not be killed before its lease expires (set etcd.watchdog = false to silence this)")
+            }
+        }
+    }
     // Decide the delivery mode now, so a misconfiguration shows at once (a
     // broker that does not answer soon only delays this to the first takeover).
     match work.delivery(STARTUP_PROBE_TIMEOUT).await {
@@ -800,6 +856,7 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
                 s.streaming = false;
                 s.epoch = None;
                 s.reason = None;
+                s.snapshot = None;
             }
             Role::Leader { epoch } => {
                 s.role = OpsRole::Leader;

@@ -1,4 +1,4 @@
-//! The command line: `run`, `check`, `status`, `checkpoint show|set`.
+//! The command line: `run`, `check`, `status`, `snapshot`, `checkpoint show|set`.
 //!
 //! Exit codes scripts can rely on: 0 success, 1 a runtime failure (a server
 //! unreachable, a check failed, `checkpoint set` refused because a leader
@@ -64,6 +64,15 @@ pub enum Command {
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
+    },
+    /// Re-snapshot tables while streaming goes on: checks the tables, leaves
+    /// a request in etcd and returns; the leader sends every row of each
+    /// table again as snapshot reads. `status` shows the progress.
+    Snapshot {
+        /// Tables to re-snapshot, as db.table (streamed by this pipeline,
+        /// with a primary key of integer, YEAR, DATE or DATETIME columns).
+        #[arg(required = true, value_name = "DB.TABLE")]
+        tables: Vec<String>,
     },
     /// Read or replace the pipeline's checkpoint in etcd.
     Checkpoint {
@@ -133,6 +142,7 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
         }
         Command::Run => crate::bridge::main(config).await,
         Command::Status { json } => crate::coord::admin::status(&config.etcd, json).await,
+        Command::Snapshot { tables } => crate::snapshot::command::main(&config, &tables).await,
         Command::Checkpoint { action } => match action {
             CheckpointAction::Show { json } => {
                 crate::coord::admin::checkpoint_show(&config.etcd, json).await

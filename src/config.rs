@@ -217,6 +217,15 @@ pub struct EtcdConfig {
     pub cert_file: Option<PathBuf>,
     #[serde(default)]
     pub key_file: Option<PathBuf>,
+    /// Kill this process when it is frozen (stopped beating) while leading
+    /// with idempotent delivery, just before its lease can expire; see
+    /// `src/coord/watchdog.rs`.
+    #[serde(default = "default_true")]
+    pub watchdog: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_endpoints() -> Vec<String> {
@@ -253,6 +262,7 @@ impl Default for EtcdConfig {
             ca_file: None,
             cert_file: None,
             key_file: None,
+            watchdog: true,
         }
     }
 }
@@ -544,6 +554,8 @@ pub struct SnapshotConfig {
     pub allow_resnapshot_on_purge: bool,
     /// Rows read per query (primary-key chunk); a checkpoint is written at
     /// most once per `etcd.checkpoint_interval_ms` after a chunk is acknowledged.
+    /// Also the chunk of on-demand snapshots (`binlog-bridge snapshot`), each
+    /// one consistent read, checkpointed before and after it is sent.
     #[serde(default = "default_chunk_rows")]
     pub chunk_rows: u32,
 }

@@ -13,6 +13,11 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    // The watchdog guard (src/coord/watchdog.rs): no config, no runtime.
+    let mut args = std::env::args().skip(1);
+    if args.next().as_deref() == Some(binlog_bridge::coord::watchdog::GUARD_ARG) {
+        return binlog_bridge::coord::watchdog::guard_main(&args.next().unwrap_or_default());
+    }
     let cli = binlog_bridge::cli::Cli::parse();
     binlog_bridge::telemetry::init(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()

@@ -39,6 +39,21 @@ async fn wire_path_against_librdkafka_mock_cluster() {
     )
     .await;
 
+    // An on-demand snapshot request made before any leader chose the
+    // delivery mode (the CLI cannot refuse it yet): the transactional
+    // leader refuses it, naming kafka.delivery, and deletes it.
+    let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
+        .await
+        .unwrap();
+    let request_key = format!("/bbtest/{db}/snapshot-requests/1-0001");
+    etcd.put(
+        request_key.clone(),
+        format!(r#"{{"id":"1-0001","tables":["{db}.t"],"requested_at_ms":1}}"#),
+        None,
+    )
+    .await
+    .unwrap();
+
     let dir = tempfile::tempdir().unwrap();
     let (pa, pb) = (common::free_port(), common::free_port());
     let mut a = spawn(
@@ -92,6 +107,20 @@ async fn wire_path_against_librdkafka_mock_cluster() {
     wait_until("a to read 2100 rows", Duration::from_secs(60), || {
         metric(pa, &inserts) == Some(2100.0)
     });
+    let left = etcd.get(request_key.clone(), None).await.unwrap();
+    assert!(left.kvs().is_empty(), "the refused request was deleted");
+    let cp = etcd
+        .get(format!("/bbtest/{db}/checkpoint"), None)
+        .await
+        .unwrap();
+    let cp: serde_json::Value = serde_json::from_slice(cp.kvs()[0].value()).unwrap();
+    let outcome = cp["extra"]["ondemand_last"]["outcome"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        outcome.starts_with("failed:") && outcome.contains("kafka.delivery = \"idempotent\""),
+        "{cp}"
+    );
     let txns_a = metric(pa, "binlog_bridge_kafka_transactions_total ").unwrap();
     assert!(
         txns_a >= 7.0,

@@ -46,8 +46,46 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    // On-demand snapshots: the running one (checkpoint), the queued
+    // requests (etcd keys), and how the last one ended.
+    let prefix = crate::snapshot::ondemand::requests_prefix(&cfg.prefix, &cfg.pipeline);
+    let requests = match crate::snapshot::requests::list(&client, &prefix, TIMEOUT).await {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let running = checkpoint.as_ref().and_then(|c| {
+        crate::snapshot::ondemand::OnDemandState::from_extra(&c.extra)
+            .ok()
+            .flatten()
+    });
+    let last = checkpoint
+        .as_ref()
+        .and_then(|c| c.extra.get(crate::snapshot::ondemand::EXTRA_LAST))
+        .cloned();
+    let pending: Vec<serde_json::Value> = requests
+        .iter()
+        .filter(|f| {
+            f.request
+                .as_ref()
+                .map_or(true, |r| running.as_ref().map_or(true, |s| s.id != r.id))
+        })
+        .map(|f| match &f.request {
+            Ok(r) => json!({"id": r.id, "tables": r.tables, "requested_at_ms": r.requested_at_ms}),
+            Err(e) => json!({"key": f.key, "error": e}),
+        })
+        .collect();
     if as_json {
         let doc = json!({
+            "snapshot": {
+                "running": running.as_ref().map(|s| json!({
+                    "id": s.id,
+                    "tables": s.tables,
+                    "table": s.current(),
+                    "rows": s.rows,
+                })),
+                "pending": pending,
+                "last": last,
+            },
             "pipeline": cfg.pipeline,
             "prefix": cfg.prefix,
             "leader": leader,
@@ -95,6 +133,45 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
         .and_then(|v| v.as_str())
     {
         println!("delivery    {d}");
+    }
+    if let Some(s) = &running {
+        println!(
+            "snapshot    running {}: {} rows done, table {} of {} ({})",
+            s.id,
+            s.rows,
+            (s.table + 1).min(s.tables.len()),
+            s.tables.len(),
+            s.current().unwrap_or("-")
+        );
+    }
+    for p in &pending {
+        match (p.get("id"), p.get("error")) {
+            (Some(id), _) => println!(
+                "snapshot    pending {}: {}",
+                id.as_str().unwrap_or_default(),
+                p["tables"]
+                    .as_array()
+                    .map(|t| t
+                        .iter()
+                        .filter_map(|x| x.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            ),
+            (_, Some(e)) => println!(
+                "snapshot    unreadable request: {}",
+                e.as_str().unwrap_or_default()
+            ),
+            _ => {}
+        }
+    }
+    if let Some(l) = &last {
+        println!(
+            "snapshot    last {}: {}, {} rows",
+            l["id"].as_str().unwrap_or_default(),
+            l["outcome"].as_str().unwrap_or_default(),
+            l["rows"]
+        );
     }
     println!("members     {}", members.len());
     for m in &members {

@@ -284,6 +284,17 @@ impl CheckpointWriter {
         self.epoch
     }
 
+    /// The etcd client and this leader's key, for other fenced writes
+    /// (e.g. deleting a finished snapshot request).
+    pub fn fence(&self) -> (&Client, &[u8]) {
+        (&self.store.client, &self.leader_key)
+    }
+
+    /// Whether the lease still allows writing.
+    pub fn may_write(&self) -> bool {
+        self.session.is_alive()
+    }
+
     /// Set an extra field carried in every following checkpoint.
     pub async fn set_extra(&self, key: impl Into<String>, value: serde_json::Value) {
         let mut st = self.state.lock().await;

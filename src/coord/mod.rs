@@ -14,6 +14,7 @@ pub mod admin;
 pub mod checkpoint;
 pub mod election;
 pub mod session;
+pub mod watchdog;
 
 use std::future::Future;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

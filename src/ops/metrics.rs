@@ -210,7 +210,7 @@ pub const METRICS: [(&str, &str, &str); 17] = [
     ("binlog_bridge_kafka_delivery_seconds", "histogram", "Time from handing a message to the producer to Kafka's acknowledgement."),
     ("binlog_bridge_checkpoint_commit_seconds", "histogram", "Time to write one checkpoint to etcd (a fenced transaction)."),
     ("binlog_bridge_etcd_keepalive_seconds", "histogram", "Round trip of one etcd lease keep-alive."),
-    ("binlog_bridge_snapshot_rows", "gauge", "Initial snapshot rows by table: type=done read by this process (a table resumed after a failover counts from where it resumed), type=estimated from information_schema.TABLES."),
+    ("binlog_bridge_snapshot_rows", "gauge", "Snapshot rows by table (initial and on-demand): type=done sent by this process (a table resumed after a failover counts from where it resumed; an on-demand run adds to it), type=estimated from information_schema.TABLES."),
 ];
 
 fn escape(label: &str) -> String {

@@ -50,6 +50,10 @@ pub struct StatusDoc {
     pub streaming: bool,
     /// Why the process is not ready, if it is not.
     pub reason: Option<String>,
+    /// While leader: the on-demand snapshot running (request id, tables,
+    /// table, rows done) and the requests queued behind it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<serde_json::Value>,
 }
 
 /// Shared between the pipeline (writer) and the HTTP server (reader).
@@ -75,6 +79,7 @@ impl OpsState {
                 etcd_connected: false,
                 streaming: false,
                 reason: Some("starting".into()),
+                snapshot: None,
             }),
         })
     }

@@ -136,6 +136,9 @@ pub struct KafkaSink {
     skipper: Option<Skipper>,
     /// Skips streamed changes a snapshot segment already reflects.
     stream_filter: Option<crate::snapshot::StreamFilter>,
+    /// The on-demand snapshot run whose rows are being sent (header
+    /// `bb.snapshot-run` on snapshot rows).
+    snapshot_run: Option<String>,
     /// Where acknowledged messages are counted (see [`KafkaSink::with_metrics`]).
     metrics: Option<SinkMetrics>,
     /// Messages and value+key bytes handed to the producer so far (batch sizing).
@@ -193,6 +196,7 @@ impl KafkaSink {
             in_send: false,
             skipper: None,
             stream_filter: None,
+            snapshot_run: None,
             metrics: None,
             sent_messages: 0,
             sent_bytes: 0,
@@ -340,6 +344,12 @@ impl KafkaSink {
     /// reflects (see [`crate::snapshot`]).
     pub fn set_stream_filter(&mut self, filter: crate::snapshot::StreamFilter) {
         self.stream_filter = Some(filter);
+    }
+
+    /// Mark the snapshot rows sent from now on as rows of on-demand run `id`
+    /// (header `bb.snapshot-run`); None for the initial snapshot.
+    pub fn set_snapshot_run(&mut self, id: Option<String>) {
+        self.snapshot_run = id;
     }
 
     /// The topic and partition a row's message goes to, or None if the
@@ -595,6 +605,7 @@ impl KafkaSink {
                     &self.pipeline,
                     &self.epoch,
                     part,
+                    self.snapshot_run.as_deref(),
                 ),
             ) {
                 Ok(inner) => {
@@ -719,6 +730,7 @@ fn headers(
     pipeline: &str,
     epoch: &str,
     part: u32,
+    run: Option<&str>,
 ) -> OwnedHeaders {
     position_text.clear();
     ev.position.write_text(position_text);
@@ -764,6 +776,12 @@ fn headers(
                     key: crate::snapshot::HEADER_SNAPSHOT_KEY,
                     value: Some(key.as_bytes()),
                 });
+            if let Some(run) = run {
+                h = h.insert(Header {
+                    key: crate::snapshot::ondemand::HEADER_RUN,
+                    value: Some(run.as_bytes()),
+                });
+            }
         }
     }
     h

@@ -198,8 +198,10 @@ pub struct LastMessages {
     /// Partitions whose last message is a snapshot row: its table
     /// (`db.table`), primary key and position (its segment's position; a
     /// row of an earlier snapshot is older than the current one's start). Such a partition holds no streamed
-    /// change yet (streaming starts after the snapshot), so the streaming
-    /// replay skips nothing there.
+    /// change after the checkpoint (the initial snapshot precedes streaming;
+    /// an on-demand chunk is sent only with everything before it
+    /// acknowledged and checkpointed, see `snapshot::ondemand`), so the
+    /// streaming replay skips nothing there.
     pub snapshot: HashMap<(Arc<str>, i32), crate::snapshot::Tail>,
 }
 
@@ -330,10 +332,12 @@ fn marker_of(m: &rdkafka::message::BorrowedMessage<'_>, pipeline: &str) -> Optio
     if let Some(table) = header(crate::snapshot::HEADER_SNAPSHOT) {
         let key = crate::snapshot::parse_key(&header(crate::snapshot::HEADER_SNAPSHOT_KEY)?)?;
         let position = header(HEADER_POSITION).and_then(|p| p.parse().ok());
+        let run = header(crate::snapshot::ondemand::HEADER_RUN);
         return Some(Last::Snapshot(crate::snapshot::Tail {
             table,
             key,
             position,
+            run,
         }));
     }
     let pos = header(HEADER_POSITION)?.parse().ok()?;

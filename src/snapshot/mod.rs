@@ -38,6 +38,11 @@
 //! older than P1 (rows of the old snapshot) are never taken as residue
 //! ([`SnapshotState::residue`]).
 //!
+//! On-demand re-snapshots of chosen tables while streaming
+//! (`binlog-bridge snapshot db.table...`) reuse the reader and the key order
+//! but not this state: see [`ondemand`] (design, invariants) and
+//! [`ondemand_run`] (the leader's driver).
+//!
 //! Keys must have an order computed the same way here and in the server:
 //! primary keys made of integer, YEAR, DATE and DATETIME columns. Tables
 //! without a primary key, or with another key type, are refused by name
@@ -45,7 +50,11 @@
 //! snapshot position needs `FLUSH TABLES WITH READ LOCK` (the `RELOAD`
 //! privilege) or GTID_EXECUTED, which this version does not implement.
 
+pub mod command;
+pub mod ondemand;
+pub mod ondemand_run;
 pub mod reader;
+pub mod requests;
 pub mod run;
 
 use std::collections::HashMap;
@@ -148,6 +157,9 @@ pub struct Tail {
     pub key: Key,
     /// The row's position header: the position of the read that sent it.
     pub position: Option<Position>,
+    /// The on-demand run that sent it (header `bb.snapshot-run`); None for
+    /// the initial snapshot.
+    pub run: Option<String>,
 }
 
 /// One consistent read: from `table` (index into the table list) after key
@@ -228,6 +240,7 @@ impl SnapshotState {
             .iter()
             .filter(|(_, tail)| {
                 tail.table == current
+                    && tail.run.is_none()
                     && tail.position.as_ref().map_or(true, |p| p >= &self.position)
                     && self.after.as_ref().map_or(true, |a| &tail.key > a)
             })

@@ -57,22 +57,44 @@ impl SnapshotReader {
     /// Connect and open the consistent snapshot. MariaDB only (see the
     /// module doc of [`super`]).
     pub async fn open(config: &MysqlConfig) -> Result<SnapshotReader, SnapshotError> {
+        let mut r = SnapshotReader::connect(config, "snapshot.mode = \"initial\"").await?;
+        r.begin().await?;
+        Ok(r)
+    }
+
+    /// Connect without opening a snapshot yet (`what` names the feature in
+    /// the error for a MySQL server).
+    pub async fn connect(
+        config: &MysqlConfig,
+        what: &str,
+    ) -> Result<SnapshotReader, SnapshotError> {
         let mut conn = crate::source::connect(config, Duration::from_secs(10)).await?;
         let info = connection::server_info(&mut conn).await?;
         if info.flavor != Flavor::MariaDb {
             return Err(SnapshotError::Unsupported(format!(
-                "snapshot.mode = \"initial\" needs MariaDB (START TRANSACTION WITH CONSISTENT SNAPSHOT gives the binlog position of the snapshot without a lock); the server is MySQL {}, where that position needs FLUSH TABLES WITH READ LOCK (RELOAD privilege) or GTID_EXECUTED, which this version does not implement. Set snapshot.mode = \"never\" and load the tables another way",
+                "{what} needs MariaDB (START TRANSACTION WITH CONSISTENT SNAPSHOT gives the binlog position of the snapshot without a lock); the server is MySQL {}, where that position needs FLUSH TABLES WITH READ LOCK (RELOAD privilege) or GTID_EXECUTED, which this version does not implement. Load the tables another way",
                 info.version
             )));
         }
         for stmt in [
             "SET SESSION time_zone = '+00:00'",
             "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ",
-            "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY",
         ] {
             conn.query_drop(stmt).await.map_err(|e| sql(e, stmt))?;
         }
-        let status: Vec<(String, String)> = conn
+        Ok(SnapshotReader {
+            conn,
+            position: Position::new("", 4),
+        })
+    }
+
+    /// Open a consistent snapshot and return (and keep in `position`) the
+    /// binlog position exactly consistent with what it sees.
+    pub async fn begin(&mut self) -> Result<Position, SnapshotError> {
+        let stmt = "START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY";
+        self.conn.query_drop(stmt).await.map_err(|e| sql(e, stmt))?;
+        let status: Vec<(String, String)> = self
+            .conn
             .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
             .await
             .map_err(|e| sql(e, "SHOW STATUS LIKE 'binlog_snapshot_%'"))?;
@@ -89,10 +111,16 @@ impl SnapshotReader {
                 "the server reports no binlog_snapshot_file/position: the binary log is off; set log_bin and binlog_format=ROW".into(),
             ));
         };
-        Ok(SnapshotReader {
-            conn,
-            position: Position::new(file, offset),
-        })
+        self.position = Position::new(file, offset);
+        Ok(self.position.clone())
+    }
+
+    /// End the snapshot transaction (its read view is released).
+    pub async fn end(&mut self) -> Result<(), SnapshotError> {
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(|e| sql(e, "COMMIT"))
     }
 
     /// Base tables of user databases, `db.table`, in name order, that `allow` accepts.

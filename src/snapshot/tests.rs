@@ -137,6 +137,7 @@ fn residue_ignores_rows_of_an_earlier_snapshot() {
         table: table.into(),
         key: k(key),
         position: at.map(|o| Position { row: 3, ..pos(o) }),
+        run: None,
     };
     let mut tails = HashMap::new();
     // This snapshot's row past the checkpoint: residue.

@@ -165,6 +165,8 @@ pub struct BinlogSource {
     columns: ColumnFilter,
     /// While the stream is down and being re-established: the error.
     outage: Outage,
+    /// Where the stream has read to between transactions (see [`Self::progress`]).
+    progress: tokio::sync::watch::Sender<Position>,
 }
 
 /// Shared view of a source's connection: `Some(error)` while the binlog
@@ -268,6 +270,7 @@ impl BinlogSource {
             reconnects: 0,
             columns: ColumnFilter::new(&config.exclude_columns),
             outage: Outage::default(),
+            progress: tokio::sync::watch::channel(Position::new("", 4)).0,
         };
         src.open(conn).await?;
         Ok(src)
@@ -282,6 +285,15 @@ impl BinlogSource {
     /// event's rows, whatever the size of the transaction.
     pub fn buffered(&self) -> usize {
         self.decoder.pending()
+    }
+
+    /// Where the stream stands between transactions: updated after each
+    /// binlog event read outside a transaction once every change before it
+    /// was returned by [`Self::next_event`] (heartbeats while idle included).
+    /// A caller that has handled every returned event and sees this at or
+    /// past a position knows the binlog holds nothing more before it.
+    pub fn progress(&self) -> tokio::sync::watch::Receiver<Position> {
+        self.progress.subscribe()
     }
 
     /// The server family.
@@ -457,7 +469,19 @@ impl BinlogSource {
                 }
             }
             match self.raw.pop() {
-                Some(Ok(raw)) => self.decoder.feed(&raw)?,
+                Some(Ok(raw)) => {
+                    self.decoder.feed(&raw)?;
+                    if self.decoder.pending() == 0 && !self.decoder.in_transaction() {
+                        let next = self.decoder.next_position();
+                        self.progress.send_if_modified(|p| {
+                            let moved = p != next;
+                            if moved {
+                                *p = next.clone();
+                            }
+                            moved
+                        });
+                    }
+                }
                 Some(Err(e)) => return Err(e),
                 None => {
                     // The reader ends only after sending its error; an end
