@@ -165,6 +165,9 @@ case " $BROKERS " in *" mock "*)
   topics+=("mock-lat.bench_mlat.lat" "mock-lat.schema-changes")
   args=()
   for t in "${topics[@]}"; do args+=(--topic "$t:3"); done
+  # Made before the mock starts: the polling below may run before the
+  # background redirect opens it (awk failing on a missing file ended the run).
+  : >"$DIR/mock-broker.out"
   "$MOCK" "${args[@]}" >"$DIR/mock-broker.out" 2>&1 &
   MOCK_PID=$!
   # About 0.3 s per topic: each creation waits for the mock's own thread.

@@ -293,6 +293,18 @@ impl Position {
         }
     }
 
+    /// Appends the text form (as `Display` prints it) to `out` without
+    /// going through the formatting machinery (once per message on the hot path).
+    pub fn write_text(&self, out: &mut String) {
+        out.push_str(&self.file);
+        out.push(':');
+        out.push_str(itoa::Buffer::new().format(self.offset));
+        if self.row > 0 {
+            out.push('+');
+            out.push_str(itoa::Buffer::new().format(self.row));
+        }
+    }
+
     /// The numeric suffix of the binlog file name (`binlog.000012` -> 12).
     pub fn file_index(&self) -> Option<u64> {
         file_index(&self.file)
@@ -377,6 +389,24 @@ impl FromStr for Position {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn position_text_is_written_as_displayed() {
+        let mut out = String::from("stale");
+        for p in [
+            Position::new("binlog.000003", 4567),
+            Position {
+                row: 12,
+                gtid: Some("0-1-5".into()),
+                ..Position::new("binlog.000003", 4567)
+            },
+            Position::new("", u64::MAX),
+        ] {
+            out.clear();
+            p.write_text(&mut out);
+            assert_eq!(out, p.to_string());
+        }
+    }
 
     #[test]
     fn positions_order_by_file_number_then_offset_then_row() {

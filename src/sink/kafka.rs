@@ -17,7 +17,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::DeliveryFuture;
 
 use super::acks::AckTracker;
-use super::format::{self, EncodeContext};
+use super::format::{self, EncodeContext, FieldNames};
 use super::producer::Producer;
 use super::reconcile::{partition_for, Skipper};
 use super::routing::{render_topic, KeyRule, Router, TableFilter};
@@ -99,6 +99,8 @@ pub struct KafkaSink {
     schema_topic: String,
     pipeline: Arc<str>,
     epoch: String,
+    /// Reused for each message's position header text.
+    position_text: String,
     window: usize,
     /// Byte bound of the window (`kafka.max_in_flight_bytes`) and what it holds.
     window_max_bytes: u64,
@@ -173,6 +175,7 @@ impl KafkaSink {
             schema_topic: cfg.schema_topic.clone(),
             pipeline: pipeline.into(),
             epoch: epoch.to_string(),
+            position_text: String::with_capacity(48),
             window: usize::try_from(cfg.max_in_flight)
                 .unwrap_or(usize::MAX)
                 .max(1),
@@ -360,7 +363,7 @@ impl KafkaSink {
             return Ok(None);
         }
         let topic = route.topic.clone();
-        let key = message_key(self.format, row, &route.key.clone());
+        let key = message_key(self.format, row, &route.key, &route.names);
         let partition = self.partition(&topic, key.as_deref()).await?;
         Ok(Some((topic, partition)))
     }
@@ -496,29 +499,43 @@ impl KafkaSink {
                 self.tracker.push_resume(ev.position.next_row());
             }
             EventKind::Row(row) => {
-                let route = self.router.route(&row.table)?;
+                let route = self.router.route_shared(&row.table)?.clone();
                 if route.included {
-                    let topic = route.topic.clone();
-                    let rule = route.key.clone();
-                    for (index, part) in split_key_change(row, &rule).iter().enumerate() {
-                        let part = part.as_ref().unwrap_or(row);
-                        let value =
-                            format::encode_row(self.format, part, &ev.txn, &ev.position, &ctx)
-                                .map_err(|source| SinkError::Format {
-                                    position: ev.position.to_string(),
-                                    source,
-                                })?;
-                        let key = message_key(self.format, part, &rule);
+                    let split = split_key_change(row, &route.key);
+                    let parts = match &split {
+                        None => [Some(row), None],
+                        Some([delete, insert]) => [Some(delete), Some(insert)],
+                    };
+                    for (index, part) in parts.into_iter().flatten().enumerate() {
+                        let value = format::encode_row_named(
+                            self.format,
+                            part,
+                            &ev.txn,
+                            &ev.position,
+                            &ctx,
+                            &route.names,
+                        )
+                        .map_err(|source| SinkError::Format {
+                            position: ev.position.to_string(),
+                            source,
+                        })?;
+                        let key = message_key(self.format, part, &route.key, &route.names);
                         if self.stream_filter.is_some() && part.op != Op::Read {
-                            let partition = self.partition(&topic, key.as_deref()).await?;
+                            let partition = self.partition(&route.topic, key.as_deref()).await?;
                             if let Some(f) = &mut self.stream_filter {
-                                if f.skip(part, &ev.position, &topic, partition) {
+                                if f.skip(part, &ev.position, &route.topic, partition) {
                                     continue;
                                 }
                             }
                         }
-                        self.produce(topic.clone(), key.as_deref(), &value, ev, index as u32)
-                            .await?;
+                        self.produce(
+                            route.topic.clone(),
+                            key.as_deref(),
+                            &value,
+                            ev,
+                            index as u32,
+                        )
+                        .await?;
                     }
                 }
                 self.tracker.push_resume(ev.position.next_row());
@@ -583,6 +600,7 @@ impl KafkaSink {
                 key,
                 value,
                 headers(
+                    &mut self.position_text,
                     ev,
                     &self.pipeline,
                     &self.epoch,
@@ -704,18 +722,22 @@ impl KafkaSink {
     }
 }
 
+/// The headers of one message; `position_text` is a buffer reused for the
+/// position's text (librdkafka copies every header value).
 fn headers(
+    position_text: &mut String,
     ev: &ChangeEvent,
     pipeline: &str,
     epoch: &str,
     part: u32,
     run: Option<&str>,
 ) -> OwnedHeaders {
-    let pos = ev.position.to_string();
+    position_text.clear();
+    ev.position.write_text(position_text);
     let mut h = OwnedHeaders::new_with_capacity(4)
         .insert(Header {
             key: HEADER_POSITION,
-            value: Some(pos.as_bytes()),
+            value: Some(position_text.as_bytes()),
         })
         .insert(Header {
             key: HEADER_PIPELINE,
@@ -766,11 +788,16 @@ fn headers(
 }
 
 /// The message key of a row: JSON of its key columns, a fixed key, or none.
-fn message_key(fmt: Format, row: &RowChange, rule: &KeyRule) -> Option<Vec<u8>> {
+fn message_key(
+    fmt: Format,
+    row: &RowChange,
+    rule: &KeyRule,
+    names: &FieldNames,
+) -> Option<Vec<u8>> {
     match rule {
         KeyRule::Columns(cols) => {
             let image = row.after.as_ref().or(row.before.as_ref());
-            image.map(|v| format::encode_key(fmt, &row.table, v, cols))
+            image.map(|v| format::encode_key_named(fmt, &row.table, v, cols, names))
         }
         KeyRule::Fixed(k) => Some(k.clone()),
         KeyRule::None => None,
@@ -779,34 +806,34 @@ fn message_key(fmt: Format, row: &RowChange, rule: &KeyRule) -> Option<Vec<u8>> 
 
 /// An update that changes the message key becomes a delete of the old key
 /// and an insert of the new one (each lands in its key's partition), as
-/// Debezium does. `None` entries mean "the row itself".
-fn split_key_change(row: &RowChange, rule: &KeyRule) -> Vec<Option<RowChange>> {
+/// Debezium does. `None` means "the row itself" (no allocation per row).
+fn split_key_change(row: &RowChange, rule: &KeyRule) -> Option<[RowChange; 2]> {
     let KeyRule::Columns(cols) = rule else {
-        return vec![None];
+        return None;
     };
     if row.op != Op::Update {
-        return vec![None];
+        return None;
     }
     let (Some(before), Some(after)) = (&row.before, &row.after) else {
-        return vec![None];
+        return None;
     };
     if cols.iter().all(|&i| before.get(i) == after.get(i)) {
-        return vec![None];
+        return None;
     }
-    vec![
-        Some(RowChange {
+    Some([
+        RowChange {
             table: row.table.clone(),
             op: Op::Delete,
             before: Some(before.clone()),
             after: None,
-        }),
-        Some(RowChange {
+        },
+        RowChange {
             table: row.table.clone(),
             op: Op::Insert,
             before: None,
             after: Some(after.clone()),
-        }),
-    ]
+        },
+    ])
 }
 
 #[cfg(test)]

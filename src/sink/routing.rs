@@ -13,7 +13,7 @@ use crate::config::{KafkaConfig, Keyless};
 use crate::event::TableSchema;
 
 use super::format::json::JsonWriter;
-use super::format::{DdlKind, DdlTarget};
+use super::format::{DdlKind, DdlTarget, FieldNames};
 use super::SinkError;
 
 /// `[mysql] include/exclude` as a predicate on `db.table`.
@@ -137,6 +137,8 @@ pub struct Route {
     pub included: bool,
     pub topic: Arc<str>,
     pub key: KeyRule,
+    /// The shape's column names as encoded JSON keys, made once per shape.
+    pub names: Arc<FieldNames>,
     /// The table shape this route was computed for.
     schema: Arc<TableSchema>,
 }
@@ -148,7 +150,7 @@ pub struct Router {
     key_columns: BTreeMap<String, Vec<String>>,
     keyless: Keyless,
     filter: TableFilter,
-    routes: HashMap<String, HashMap<String, Route>>,
+    routes: HashMap<String, HashMap<String, Arc<Route>>>,
 }
 
 impl Router {
@@ -176,6 +178,12 @@ impl Router {
 
     /// The route of `table`, computed on first sight or when its shape changed.
     pub fn route(&mut self, table: &Arc<TableSchema>) -> Result<&Route, SinkError> {
+        self.route_shared(table).map(|r| &**r)
+    }
+
+    /// [`Router::route`], shared: the sink holds it across its sends
+    /// without copying the key rule for every row.
+    pub fn route_shared(&mut self, table: &Arc<TableSchema>) -> Result<&Arc<Route>, SinkError> {
         let fresh = match self
             .routes
             .get(&table.database)
@@ -197,7 +205,7 @@ impl Router {
             self.routes
                 .entry(table.database.clone())
                 .or_default()
-                .insert(table.table.clone(), route);
+                .insert(table.table.clone(), Arc::new(route));
         }
         self.routes
             .get(&table.database)
@@ -258,6 +266,7 @@ impl Router {
             included,
             topic,
             key,
+            names: Arc::new(FieldNames::new(t)),
             schema: t.clone(),
         })
     }

@@ -49,13 +49,14 @@
 //! topics.)
 
 use super::json::{float_text, JsonWriter};
-use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{Column, ColumnKind, Op, RowChange, SchemaChange, TableSchema, TxnInfo, Value};
 
 pub(crate) fn encode_row(
     row: &RowChange,
     txn: &TxnInfo,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let t = &row.table;
     let (data, old, ty) = match row.op {
@@ -65,32 +66,32 @@ pub(crate) fn encode_row(
     };
     let mut w = JsonWriter::with_capacity(256 + 64 * t.columns.len());
     w.begin_object();
-    w.key("data");
+    w.lit_key("data");
     w.begin_array();
     w.begin_object();
-    for (col, v) in t.columns.iter().zip(data) {
-        w.key(&col.name);
+    for (i, (col, v)) in t.columns.iter().zip(data).enumerate() {
+        names.write_key(&mut w, i, &col.name);
         write_value(&mut w, v);
     }
     w.end_object();
     w.end_array();
     write_header(&mut w, &t.database, txn, false);
-    w.key("mysqlType");
+    w.lit_key("mysqlType");
     w.begin_object();
-    for col in &t.columns {
-        w.key(&col.name);
+    for (i, col) in t.columns.iter().enumerate() {
+        names.write_key(&mut w, i, &col.name);
         w.string(&col.sql_type);
     }
     w.end_object();
-    w.key("old");
+    w.lit_key("old");
     match old {
         None => w.null(),
         Some(before) => {
             w.begin_array();
             w.begin_object();
-            for ((col, b), a) in t.columns.iter().zip(before).zip(data) {
+            for (i, ((col, b), a)) in t.columns.iter().zip(before).zip(data).enumerate() {
                 if b != a {
-                    w.key(&col.name);
+                    names.write_key(&mut w, i, &col.name);
                     write_value(&mut w, b);
                 }
             }
@@ -98,23 +99,23 @@ pub(crate) fn encode_row(
             w.end_array();
         }
     }
-    w.key("pkNames");
+    w.lit_key("pkNames");
     write_pk_names(&mut w, t);
-    w.key("sql");
-    w.string("");
-    w.key("sqlType");
+    w.lit_key("sql");
+    w.lit_string("");
+    w.lit_key("sqlType");
     w.begin_object();
-    for col in &t.columns {
-        w.key(&col.name);
+    for (i, col) in t.columns.iter().enumerate() {
+        names.write_key(&mut w, i, &col.name);
         w.i64(sql_type(col));
     }
     w.end_object();
-    w.key("table");
+    w.lit_key("table");
     w.string(&t.table);
-    w.key("ts");
+    w.lit_key("ts");
     w.u64(ctx.now_ms);
-    w.key("type");
-    w.string(ty);
+    w.lit_key("type");
+    w.lit_string(ty);
     w.end_object();
     Ok(w.into_bytes())
 }
@@ -127,28 +128,28 @@ pub(crate) fn encode_ddl(
 ) -> (Vec<u8>, Vec<u8>) {
     let mut k = JsonWriter::with_capacity(48);
     k.begin_object();
-    k.key("database");
+    k.lit_key("database");
     k.string(&target.database);
     k.end_object();
 
     let mut w = JsonWriter::with_capacity(256 + ddl.statement.len());
     w.begin_object();
-    w.key("data");
+    w.lit_key("data");
     w.null();
     write_header(&mut w, &target.database, txn, true);
     for key in ["mysqlType", "old", "pkNames"] {
         w.key(key);
         w.null();
     }
-    w.key("sql");
+    w.lit_key("sql");
     w.string(&ddl.statement);
-    w.key("sqlType");
+    w.lit_key("sqlType");
     w.null();
-    w.key("table");
+    w.lit_key("table");
     w.string(&target.table);
-    w.key("ts");
+    w.lit_key("ts");
     w.u64(ctx.now_ms);
-    w.key("type");
+    w.lit_key("type");
     w.string(ddl_type(target.kind));
     w.end_object();
     (k.into_bytes(), w.into_bytes())
@@ -156,15 +157,15 @@ pub(crate) fn encode_ddl(
 
 /// `database`, `es`, `gtid`, `id`, `isDdl` (alphabetical, as Canal prints them).
 fn write_header(w: &mut JsonWriter, database: &str, txn: &TxnInfo, is_ddl: bool) {
-    w.key("database");
+    w.lit_key("database");
     w.string(database);
-    w.key("es");
+    w.lit_key("es");
     w.u64(txn.ts_ms);
-    w.key("gtid");
+    w.lit_key("gtid");
     w.string(txn.gtid.as_deref().unwrap_or(""));
-    w.key("id");
+    w.lit_key("id");
     w.u64(0);
-    w.key("isDdl");
+    w.lit_key("isDdl");
     w.bool(is_ddl);
 }
 
@@ -270,19 +271,19 @@ pub fn sql_type(col: &Column) -> i64 {
 pub(crate) fn write_value(w: &mut JsonWriter, v: &Value) {
     match v {
         Value::Null => w.null(),
-        Value::Int(n) => w.string(&n.to_string()),
-        Value::UInt(n) => w.string(&n.to_string()),
+        Value::Int(n) => w.i64_text(*n),
+        Value::UInt(n) => w.u64_text(*n),
         Value::Float(x) => w.string(&float_text(*x, f64::from(x.abs()))),
         Value::Double(x) => w.string(&float_text(*x, x.abs())),
         Value::Decimal(s) | Value::String(s) | Value::Enum(s) | Value::Json(s) => w.string(s),
         Value::Bytes(b) | Value::Geometry(b) => w.string(&super::base64(b)),
-        Value::Bit { value, .. } => w.string(&value.to_string()),
+        Value::Bit { value, .. } => w.u64_text(*value),
         Value::Year(y) => w.string(&format!("{y:04}")),
-        Value::Date(d) => w.string(&d.to_string()),
-        Value::Time(t) => w.string(&t.to_string()),
-        Value::DateTime(dt) => w.string(&dt.to_string()),
+        Value::Date(d) => w.date(d),
+        Value::Time(t) => w.time(t),
+        Value::DateTime(dt) => w.datetime(dt),
         Value::Timestamp { secs, micros, fsp } => {
-            w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+            w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
         }
         Value::Set(members) => w.string(&members.join(",")),
     }

@@ -49,7 +49,7 @@
 //! "tableChanges":[]}`.
 
 use super::json::JsonWriter;
-use super::{need_after, need_before, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{
     Column, ColumnKind, Op, Position, RowChange, SchemaChange, TableSchema, TxnInfo, Value,
 };
@@ -61,6 +61,7 @@ pub(crate) fn encode_row(
     txn: &TxnInfo,
     pos: &Position,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let (before, after, op) = match row.op {
         Op::Insert => (None, Some(need_after(row)?), "c"),
@@ -72,16 +73,16 @@ pub(crate) fn encode_row(
     let mut w = JsonWriter::with_capacity(256 + 48 * t.columns.len());
     w.begin_object();
     if ctx.schema_include {
-        w.key("schema");
+        w.lit_key("schema");
         write_schema(&mut w, t, ctx.pipeline);
-        w.key("payload");
+        w.lit_key("payload");
         w.begin_object();
     }
-    w.key("before");
-    write_image(&mut w, t, before);
-    w.key("after");
-    write_image(&mut w, t, after);
-    w.key("source");
+    w.lit_key("before");
+    write_image(&mut w, t, names, before);
+    w.lit_key("after");
+    write_image(&mut w, t, names, after);
+    w.lit_key("source");
     write_source(
         &mut w,
         ctx.pipeline,
@@ -91,11 +92,11 @@ pub(crate) fn encode_row(
         Some(&t.table),
         row.op == Op::Read,
     );
-    w.key("op");
-    w.string(op);
-    w.key("ts_ms");
+    w.lit_key("op");
+    w.lit_string(op);
+    w.lit_key("ts_ms");
     w.u64(ctx.now_ms);
-    w.key("transaction");
+    w.lit_key("transaction");
     w.null();
     if ctx.schema_include {
         w.end_object();
@@ -113,13 +114,13 @@ pub(crate) fn encode_ddl(
 ) -> (Vec<u8>, Vec<u8>) {
     let mut k = JsonWriter::with_capacity(48);
     k.begin_object();
-    k.key("databaseName");
+    k.lit_key("databaseName");
     k.string(&target.database);
     k.end_object();
 
     let mut w = JsonWriter::with_capacity(256 + ddl.statement.len());
     w.begin_object();
-    w.key("source");
+    w.lit_key("source");
     let table = (!target.table.is_empty()).then_some(target.table.as_str());
     write_source(
         &mut w,
@@ -130,28 +131,28 @@ pub(crate) fn encode_ddl(
         table,
         false,
     );
-    w.key("ts_ms");
+    w.lit_key("ts_ms");
     w.u64(ctx.now_ms);
-    w.key("databaseName");
+    w.lit_key("databaseName");
     w.string(&target.database);
-    w.key("schemaName");
+    w.lit_key("schemaName");
     w.null();
-    w.key("ddl");
+    w.lit_key("ddl");
     w.string(&ddl.statement);
-    w.key("tableChanges");
+    w.lit_key("tableChanges");
     w.begin_array();
     w.end_array();
     w.end_object();
     (k.into_bytes(), w.into_bytes())
 }
 
-fn write_image(w: &mut JsonWriter, t: &TableSchema, image: Option<&[Value]>) {
+fn write_image(w: &mut JsonWriter, t: &TableSchema, names: &FieldNames, image: Option<&[Value]>) {
     match image {
         None => w.null(),
         Some(values) => {
             w.begin_object();
-            for (col, v) in t.columns.iter().zip(values) {
-                w.key(&col.name);
+            for (i, (col, v)) in t.columns.iter().zip(values).enumerate() {
+                names.write_key(w, i, &col.name);
                 write_value(w, col, v);
             }
             w.end_object();
@@ -169,41 +170,41 @@ fn write_source(
     snapshot: bool,
 ) {
     w.begin_object();
-    w.key("version");
-    w.string(VERSION);
-    w.key("connector");
-    w.string("mysql");
-    w.key("name");
+    w.lit_key("version");
+    w.lit_string(VERSION);
+    w.lit_key("connector");
+    w.lit_string("mysql");
+    w.lit_key("name");
     w.string(pipeline);
-    w.key("ts_ms");
+    w.lit_key("ts_ms");
     w.u64(txn.ts_ms);
-    w.key("snapshot");
-    w.string(if snapshot { "true" } else { "false" });
-    w.key("db");
+    w.lit_key("snapshot");
+    w.lit_string(if snapshot { "true" } else { "false" });
+    w.lit_key("db");
     w.string(db);
-    w.key("sequence");
+    w.lit_key("sequence");
     w.null();
-    w.key("table");
+    w.lit_key("table");
     match table {
         Some(t) => w.string(t),
         None => w.null(),
     }
-    w.key("server_id");
+    w.lit_key("server_id");
     w.u64(u64::from(txn.server_id));
-    w.key("gtid");
+    w.lit_key("gtid");
     match &txn.gtid {
         Some(g) => w.string(g),
         None => w.null(),
     }
-    w.key("file");
+    w.lit_key("file");
     w.string(&pos.file);
-    w.key("pos");
+    w.lit_key("pos");
     w.u64(pos.offset);
-    w.key("row");
+    w.lit_key("row");
     w.u64(pos.row);
-    w.key("thread");
+    w.lit_key("thread");
     w.null();
-    w.key("query");
+    w.lit_key("query");
     w.null();
     w.end_object();
 }
@@ -232,31 +233,31 @@ pub(crate) fn write_value(w: &mut JsonWriter, col: &Column, v: &Value) {
             if super::is_zero_date(d) {
                 zero_temporal(w, col, "1970-01-01")
             } else {
-                w.string(&d.to_string())
+                w.date(d)
             }
         }
-        Value::Time(t) => w.string(&t.to_string()),
+        Value::Time(t) => w.time(t),
         Value::DateTime(dt) => {
             if super::is_zero_date(&dt.date) {
                 zero_temporal(w, col, "1970-01-01 00:00:00")
             } else {
-                w.string(&dt.to_string())
+                w.datetime(dt)
             }
         }
         Value::Timestamp { secs, micros, fsp } => {
             if *secs == 0 && *micros == 0 {
                 zero_temporal(w, col, "1970-01-01 00:00:00")
             } else {
-                w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+                w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
             }
         }
         Value::Set(members) => w.string(&members.join(",")),
         Value::Geometry(g) => {
             let (srid, wkb) = split_geometry(g);
             w.begin_object();
-            w.key("wkb");
+            w.lit_key("wkb");
             w.string(&super::base64(wkb));
-            w.key("srid");
+            w.lit_key("srid");
             match srid {
                 Some(s) => w.u64(u64::from(s)),
                 None => w.null(),
@@ -311,41 +312,41 @@ fn column_schema(col: &Column) -> (&'static str, Option<&'static str>) {
 
 fn write_field(w: &mut JsonWriter, ty: &str, optional: bool, name: Option<&str>, field: &str) {
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string(ty);
-    w.key("optional");
+    w.lit_key("optional");
     w.bool(optional);
     if let Some(n) = name {
-        w.key("name");
+        w.lit_key("name");
         w.string(n);
     }
-    w.key("field");
+    w.lit_key("field");
     w.string(field);
     w.end_object();
 }
 
 fn write_row_struct(w: &mut JsonWriter, t: &TableSchema, record: &str, field: &str) {
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string("struct");
-    w.key("fields");
+    w.lit_key("fields");
     w.begin_array();
     for col in &t.columns {
         let (ty, name) = column_schema(col);
         if ty == "struct" {
             w.begin_object();
-            w.key("type");
+            w.lit_key("type");
             w.string("struct");
-            w.key("fields");
+            w.lit_key("fields");
             w.begin_array();
             write_field(w, "bytes", false, None, "wkb");
             write_field(w, "int32", true, None, "srid");
             w.end_array();
-            w.key("optional");
+            w.lit_key("optional");
             w.bool(col.nullable);
-            w.key("name");
+            w.lit_key("name");
             w.string(name.unwrap_or("struct"));
-            w.key("field");
+            w.lit_key("field");
             w.string(&col.name);
             w.end_object();
         } else {
@@ -353,11 +354,11 @@ fn write_row_struct(w: &mut JsonWriter, t: &TableSchema, record: &str, field: &s
         }
     }
     w.end_array();
-    w.key("optional");
+    w.lit_key("optional");
     w.bool(true);
-    w.key("name");
+    w.lit_key("name");
     w.string(record);
-    w.key("field");
+    w.lit_key("field");
     w.string(field);
     w.end_object();
 }
@@ -365,16 +366,16 @@ fn write_row_struct(w: &mut JsonWriter, t: &TableSchema, record: &str, field: &s
 fn write_schema(w: &mut JsonWriter, t: &TableSchema, pipeline: &str) {
     let record = format!("{pipeline}.{}.{}.Value", t.database, t.table);
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string("struct");
-    w.key("fields");
+    w.lit_key("fields");
     w.begin_array();
     write_row_struct(w, t, &record, "before");
     write_row_struct(w, t, &record, "after");
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string("struct");
-    w.key("fields");
+    w.lit_key("fields");
     w.begin_array();
     for (ty, optional, field) in [
         ("string", false, "version"),
@@ -396,20 +397,20 @@ fn write_schema(w: &mut JsonWriter, t: &TableSchema, pipeline: &str) {
         write_field(w, ty, optional, None, field);
     }
     w.end_array();
-    w.key("optional");
+    w.lit_key("optional");
     w.bool(false);
-    w.key("name");
+    w.lit_key("name");
     w.string("io.debezium.connector.mysql.Source");
-    w.key("field");
+    w.lit_key("field");
     w.string("source");
     w.end_object();
     write_field(w, "string", false, None, "op");
     write_field(w, "int64", true, None, "ts_ms");
     write_field(w, "struct", true, None, "transaction");
     w.end_array();
-    w.key("optional");
+    w.lit_key("optional");
     w.bool(false);
-    w.key("name");
+    w.lit_key("name");
     w.string(&format!("{pipeline}.{}.{}.Envelope", t.database, t.table));
     w.end_object();
 }

@@ -50,7 +50,7 @@
 //! ...) produce no message, as with Maxwell.
 
 use super::json::JsonWriter;
-use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FormatError};
+use super::{need_after, need_before, DdlKind, DdlTarget, EncodeContext, FieldNames, FormatError};
 use crate::event::{Op, Position, RowChange, SchemaChange, TxnInfo, Value};
 
 pub(crate) fn encode_row(
@@ -58,6 +58,7 @@ pub(crate) fn encode_row(
     txn: &TxnInfo,
     pos: &Position,
     ctx: &EncodeContext<'_>,
+    names: &FieldNames,
 ) -> Result<Vec<u8>, FormatError> {
     let t = &row.table;
     let (data, old, ty) = match row.op {
@@ -67,42 +68,42 @@ pub(crate) fn encode_row(
     };
     let mut w = JsonWriter::with_capacity(192 + 48 * t.columns.len());
     w.begin_object();
-    w.key("database");
+    w.lit_key("database");
     w.string(&t.database);
-    w.key("table");
+    w.lit_key("table");
     w.string(&t.table);
-    w.key("type");
-    w.string(ty);
-    w.key("ts");
+    w.lit_key("type");
+    w.lit_string(ty);
+    w.lit_key("ts");
     w.u64(txn.ts_ms / 1000);
     if let Some(xid) = txn.xid {
-        w.key("xid");
+        w.lit_key("xid");
         w.u64(xid);
     }
     if ctx.last_in_txn {
-        w.key("commit");
+        w.lit_key("commit");
         w.bool(true);
     } else {
-        w.key("xoffset");
+        w.lit_key("xoffset");
         w.u64(pos.row);
     }
-    w.key("position");
+    w.lit_key("position");
     w.string(&format!("{}:{}", pos.file, pos.offset));
-    w.key("server_id");
+    w.lit_key("server_id");
     w.u64(u64::from(txn.server_id));
-    w.key("data");
+    w.lit_key("data");
     w.begin_object();
-    for (col, v) in t.columns.iter().zip(data) {
-        w.key(&col.name);
+    for (i, (col, v)) in t.columns.iter().zip(data).enumerate() {
+        names.write_key(&mut w, i, &col.name);
         write_value(&mut w, v);
     }
     w.end_object();
     if let Some(before) = old {
-        w.key("old");
+        w.lit_key("old");
         w.begin_object();
-        for ((col, b), a) in t.columns.iter().zip(before).zip(data) {
+        for (i, ((col, b), a)) in t.columns.iter().zip(before).zip(data).enumerate() {
             if b != a {
-                w.key(&col.name);
+                names.write_key(&mut w, i, &col.name);
                 write_value(&mut w, b);
             }
         }
@@ -133,25 +134,25 @@ pub(crate) fn encode_ddl(
     };
     let mut k = JsonWriter::with_capacity(48);
     k.begin_object();
-    k.key("database");
+    k.lit_key("database");
     k.string(&target.database);
     k.end_object();
 
     let mut w = JsonWriter::with_capacity(192 + ddl.statement.len());
     w.begin_object();
-    w.key("type");
+    w.lit_key("type");
     w.string(ty);
-    w.key("database");
+    w.lit_key("database");
     w.string(&target.database);
     if !target.table.is_empty() {
-        w.key("table");
+        w.lit_key("table");
         w.string(&target.table);
     }
-    w.key("sql");
+    w.lit_key("sql");
     w.string(&ddl.statement);
-    w.key("ts");
+    w.lit_key("ts");
     w.u64(txn.ts_ms / 1000);
-    w.key("position");
+    w.lit_key("position");
     w.string(&format!("{}:{}", pos.file, pos.offset));
     w.end_object();
     Some((k.into_bytes(), w.into_bytes()))
@@ -176,11 +177,11 @@ pub(crate) fn write_value(w: &mut JsonWriter, v: &Value) {
             }
         }
         Value::Year(y) => w.u64(u64::from(*y)),
-        Value::Date(d) => w.string(&d.to_string()),
-        Value::Time(t) => w.string(&t.to_string()),
-        Value::DateTime(dt) => w.string(&dt.to_string()),
+        Value::Date(d) => w.date(d),
+        Value::Time(t) => w.time(t),
+        Value::DateTime(dt) => w.datetime(dt),
         Value::Timestamp { secs, micros, fsp } => {
-            w.string(&super::timestamp_utc(*secs, *micros, *fsp))
+            w.datetime(&super::timestamp_parts(*secs, *micros, *fsp))
         }
         Value::Set(members) => {
             w.begin_array();

@@ -53,6 +53,48 @@ pub struct EncodeContext<'a> {
     pub schema_include: bool,
 }
 
+/// Every column name of one table shape as a JSON object key, escaped,
+/// quoted and with its colon (`"id":`), made once per shape so rows do not
+/// escape the same names again (the sink keeps one per table route and
+/// makes a new one when the table's shape changes).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FieldNames {
+    bytes: Vec<u8>,
+    /// End of each column's key in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl FieldNames {
+    pub fn new(table: &TableSchema) -> Self {
+        let mut bytes = Vec::with_capacity(table.columns.len() * 12);
+        let mut ends = Vec::with_capacity(table.columns.len());
+        for col in &table.columns {
+            json::escape_into(&mut bytes, &col.name);
+            bytes.push(b':');
+            ends.push(bytes.len());
+        }
+        FieldNames { bytes, ends }
+    }
+
+    /// Whether these names were made for a table with this many columns
+    /// (a mismatch makes the encoders escape the names themselves).
+    fn fits(&self, table: &TableSchema) -> bool {
+        self.ends.len() == table.columns.len()
+    }
+
+    /// The object key of column `i`, its name escaped when `i` is out of range.
+    pub(crate) fn write_key(&self, w: &mut json::JsonWriter, i: usize, name: &str) {
+        let start = match i {
+            0 => Some(0),
+            _ => self.ends.get(i - 1).copied(),
+        };
+        match (start, self.ends.get(i)) {
+            (Some(a), Some(&b)) => w.quoted_key(&self.bytes[a..b]),
+            _ => w.key(name),
+        }
+    }
+}
+
 /// A row message body; the key is encoded separately by [`encode_key`].
 pub fn encode_row(
     format: Format,
@@ -61,11 +103,31 @@ pub fn encode_row(
     pos: &Position,
     ctx: &EncodeContext<'_>,
 ) -> Result<Vec<u8>, FormatError> {
+    encode_row_named(format, row, txn, pos, ctx, &FieldNames::new(&row.table))
+}
+
+/// [`encode_row`] with the table's [`FieldNames`] made beforehand (the
+/// sink's hot path). Names made for another column count are not used.
+pub fn encode_row_named(
+    format: Format,
+    row: &RowChange,
+    txn: &TxnInfo,
+    pos: &Position,
+    ctx: &EncodeContext<'_>,
+    names: &FieldNames,
+) -> Result<Vec<u8>, FormatError> {
     check_width(row)?;
+    let fresh;
+    let names = if names.fits(&row.table) {
+        names
+    } else {
+        fresh = FieldNames::new(&row.table);
+        &fresh
+    };
     match format {
-        Format::Debezium => debezium::encode_row(row, txn, pos, ctx),
-        Format::Canal => canal::encode_row(row, txn, ctx),
-        Format::Maxwell => maxwell::encode_row(row, txn, pos, ctx),
+        Format::Debezium => debezium::encode_row(row, txn, pos, ctx, names),
+        Format::Canal => canal::encode_row(row, txn, ctx, names),
+        Format::Maxwell => maxwell::encode_row(row, txn, pos, ctx, names),
     }
 }
 
@@ -77,11 +139,27 @@ pub fn encode_key(
     values: &[Value],
     key_columns: &[usize],
 ) -> Vec<u8> {
+    encode_key_named(format, table, values, key_columns, &FieldNames::default())
+}
+
+/// [`encode_key`] with the table's [`FieldNames`] made beforehand.
+pub fn encode_key_named(
+    format: Format,
+    table: &TableSchema,
+    values: &[Value],
+    key_columns: &[usize],
+    names: &FieldNames,
+) -> Vec<u8> {
+    let cached = names.fits(table);
     let mut w = json::JsonWriter::with_capacity(32);
     w.begin_object();
     for &i in key_columns {
         if let (Some(col), Some(v)) = (table.columns.get(i), values.get(i)) {
-            w.key(&col.name);
+            if cached {
+                names.write_key(&mut w, i, &col.name);
+            } else {
+                w.key(&col.name);
+            }
             match format {
                 Format::Debezium => debezium::write_value(&mut w, col, v),
                 Format::Canal => canal::write_value(&mut w, v),
@@ -169,7 +247,14 @@ pub(crate) fn is_zero_date(d: &Date) -> bool {
 /// A TIMESTAMP as UTC wall-clock text, `YYYY-MM-DD HH:MM:SS[.f]` with `fsp`
 /// fraction digits (Flink's SQL timestamp layout). `0.0` is MySQL's zero
 /// timestamp and prints as `0000-00-00 00:00:00`.
+#[cfg(test)]
 pub(crate) fn timestamp_utc(secs: i64, micros: u32, fsp: u8) -> String {
+    timestamp_parts(secs, micros, fsp).to_string()
+}
+
+/// The UTC wall-clock fields of a TIMESTAMP, printed by [`timestamp_utc`]
+/// (and written straight into a message by the encoders).
+pub(crate) fn timestamp_parts(secs: i64, micros: u32, fsp: u8) -> crate::event::DateTime {
     use crate::event::DateTime;
     if secs == 0 && micros == 0 {
         let zero = Date {
@@ -184,8 +269,7 @@ pub(crate) fn timestamp_utc(secs: i64, micros: u32, fsp: u8) -> String {
             second: 0,
             micros: 0,
             fsp,
-        }
-        .to_string();
+        };
     }
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);
@@ -202,7 +286,6 @@ pub(crate) fn timestamp_utc(secs: i64, micros: u32, fsp: u8) -> String {
         micros,
         fsp,
     }
-    .to_string()
 }
 
 /// Days since 1970-01-01 to (year, month, day), proleptic Gregorian
@@ -242,6 +325,95 @@ mod tests {
         );
         assert_eq!(timestamp_utc(0, 0, 0), "0000-00-00 00:00:00");
         assert_eq!(timestamp_utc(-1, 0, 0), "1969-12-31 23:59:59");
+    }
+
+    fn table(names: &[&str]) -> TableSchema {
+        use crate::event::{Column, ColumnKind};
+        TableSchema {
+            database: "d".into(),
+            table: "t".into(),
+            columns: names
+                .iter()
+                .map(|n| Column {
+                    name: (*n).into(),
+                    kind: ColumnKind::Int,
+                    sql_type: "int".into(),
+                    unsigned: false,
+                    nullable: true,
+                    precision: None,
+                    scale: None,
+                })
+                .collect(),
+            primary_key: vec![0],
+        }
+    }
+
+    #[test]
+    fn field_names_are_the_escaped_keys() {
+        let t = table(&["id", "a\"b", "línea\n", ""]);
+        let names = FieldNames::new(&t);
+        let mut cached = json::JsonWriter::with_capacity(64);
+        let mut escaped = json::JsonWriter::with_capacity(64);
+        for w in [&mut cached, &mut escaped] {
+            w.begin_object();
+        }
+        for (i, col) in t.columns.iter().enumerate() {
+            names.write_key(&mut cached, i, &col.name);
+            cached.i64(i as i64);
+            escaped.key(&col.name);
+            escaped.i64(i as i64);
+        }
+        // Out of range: the name given is escaped instead.
+        names.write_key(&mut cached, 9, "x");
+        cached.null();
+        escaped.key("x");
+        escaped.null();
+        for w in [&mut cached, &mut escaped] {
+            w.end_object();
+        }
+        let text = String::from_utf8(cached.into_bytes()).unwrap();
+        assert_eq!(text, String::from_utf8(escaped.into_bytes()).unwrap());
+        assert_eq!(text, r#"{"id":0,"a\"b":1,"línea\n":2,"":3,"x":null}"#);
+    }
+
+    /// Names made for another table shape are not used: every format's
+    /// message is the one `encode_row` makes with fresh names.
+    #[test]
+    fn names_of_another_shape_are_not_used() {
+        use crate::event::{Op, RowChange};
+        let t = std::sync::Arc::new(table(&["id", "v"]));
+        let row = RowChange {
+            table: t.clone(),
+            op: Op::Update,
+            before: Some(vec![Value::Int(1), Value::Int(2)]),
+            after: Some(vec![Value::Int(1), Value::Int(3)]),
+        };
+        let stale = FieldNames::new(&table(&["x", "y", "z"]));
+        let txn = TxnInfo::default();
+        let pos = Position::new("binlog.000001", 4);
+        let ctx = EncodeContext {
+            pipeline: "p",
+            now_ms: 1,
+            last_in_txn: true,
+            schema_include: false,
+        };
+        for format in [Format::Debezium, Format::Canal, Format::Maxwell] {
+            let fresh = encode_row(format, &row, &txn, &pos, &ctx).unwrap();
+            let named = encode_row_named(format, &row, &txn, &pos, &ctx, &stale).unwrap();
+            assert_eq!(
+                String::from_utf8(named).unwrap(),
+                String::from_utf8(fresh).unwrap()
+            );
+            let values = row.after.as_deref().unwrap();
+            assert_eq!(
+                encode_key_named(format, &t, values, &[0], &stale),
+                encode_key(format, &t, values, &[0])
+            );
+            assert_eq!(
+                encode_key_named(format, &t, values, &[0], &FieldNames::new(&t)),
+                encode_key(format, &t, values, &[0])
+            );
+        }
     }
 
     #[test]
