@@ -11,19 +11,7 @@ use std::time::Duration;
 
 use common::bridge::{wait_for, Bridges};
 use common::etcd::{unique_prefix, EtcdCluster};
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl must be installed");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use common::tls::openssl;
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate.
 fn make_certs(dir: &Path) {
