@@ -473,6 +473,23 @@ async fn unreachable_broker_is_a_clear_error() {
     assert!(text.contains("cannot reach Kafka at 127.0.0.1:1"), "{text}");
 }
 
+/// Insert of row `i` of `t`, as row `i` of the transaction at `file`:4.
+fn insert_at(
+    t: &std::sync::Arc<binlog_bridge::event::TableSchema>,
+    tx: &std::sync::Arc<binlog_bridge::event::TxnInfo>,
+    file: &str,
+    i: i64,
+) -> ChangeEvent {
+    row_event(
+        t,
+        Op::Insert,
+        None,
+        Some(all_types_row(i, false)),
+        tx,
+        pos(file, 4, i as u64),
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_handed_to_the_producer_after_the_deadline() {
     let prefix = unique("sinktest-deadline");
@@ -480,16 +497,7 @@ async fn nothing_is_handed_to_the_producer_after_the_deadline() {
     let t = all_types_table("shop", "gated");
     let tx = txn("0-1-1", 1_700_000_000_000, 1);
     let mut sink = KafkaSink::new(&cfg, "demo", 1).await.unwrap();
-    let ev = |i: i64| {
-        row_event(
-            &t,
-            Op::Insert,
-            None,
-            Some(all_types_row(i, false)),
-            &tx,
-            pos("binlog.000006", 4, i as u64),
-        )
-    };
+    let ev = |i: i64| insert_at(&t, &tx, "binlog.000006", i);
     sink.set_deadline(Some(tokio::time::Instant::now() + Duration::from_secs(60)));
     sink.send(&ev(0)).await.unwrap();
     assert_eq!(
@@ -517,16 +525,7 @@ async fn the_send_margin_holds_hand_offs_until_the_lease_moves_on() {
     let t = all_types_table("shop", "margin");
     let tx = txn("0-1-1", 1_700_000_000_000, 1);
     let mut sink = KafkaSink::new(&cfg, "demo", 1).await.unwrap();
-    let ev = |i: i64| {
-        row_event(
-            &t,
-            Op::Insert,
-            None,
-            Some(all_types_row(i, false)),
-            &tx,
-            pos("binlog.000007", 4, i as u64),
-        )
-    };
+    let ev = |i: i64| insert_at(&t, &tx, "binlog.000007", i);
     let lease = Arc::new(Mutex::new(Instant::now() + Duration::from_secs(5)));
     let read = lease.clone();
     sink.set_deadline_fn(move || *read.lock().unwrap());
