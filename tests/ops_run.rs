@@ -177,10 +177,17 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
     let (_, body) = get(port, "/metrics").unwrap();
     let changes = metric(&body, "binlog_bridge_leadership_changes_total ").unwrap();
     assert!(changes >= 3.0, "led, stepped down, led again: {changes}");
-    let later = metric(&body, "binlog_bridge_etcd_keepalive_seconds_count ").unwrap();
-    assert!(
-        later > beats,
-        "keep-alives keep being timed: {beats} then {later}"
+    // The new lease's keep-alives are timed too (the first one goes TTL/10
+    // after the election, so wait for it rather than read at once).
+    wait_until(
+        "keep-alives timed under the new lease",
+        Duration::from_secs(10),
+        || {
+            get(port, "/metrics").is_some_and(|(_, b)| {
+                metric(&b, "binlog_bridge_etcd_keepalive_seconds_count ")
+                    .is_some_and(|later| later > beats)
+            })
+        },
     );
 
     // The password from the file shows nowhere.
