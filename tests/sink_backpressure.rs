@@ -19,10 +19,6 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::ClientConfig;
 use sink_fixture::*;
 
-fn brokers() -> String {
-    std::env::var("BB_TEST_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
 #[tokio::test]
 async fn a_burst_larger_than_the_broker_drains_within_the_timeout_is_delivered() {
     let n = SystemTime::now()

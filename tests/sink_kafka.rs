@@ -19,12 +19,6 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use serde_json::Value as J;
 use sink_fixture::*;
 
-fn brokers() -> String {
-    std::env::var("BB_TEST_BROKERS")
-        .or_else(|_| std::env::var("BB_KAFKA_BROKERS"))
-        .unwrap_or_else(|_| "127.0.0.1:9092".into())
-}
-
 fn unique(prefix: &str) -> String {
     let n = SystemTime::now()
         .duration_since(UNIX_EPOCH)

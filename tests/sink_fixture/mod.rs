@@ -210,3 +210,11 @@ pub fn pos(file: &str, offset: u64, row: u64) -> Position {
         gtid: None,
     }
 }
+
+/// The broker the sink tests use: `BB_TEST_BROKERS`, else the dev env's
+/// `BB_KAFKA_BROKERS`, else the dev env's default port.
+pub fn brokers() -> String {
+    std::env::var("BB_TEST_BROKERS")
+        .or_else(|_| std::env::var("BB_KAFKA_BROKERS"))
+        .unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
