@@ -163,7 +163,7 @@ fn decode(files: &[String]) -> Result<(Vec<ChangeEvent>, Duration), Error> {
         }
         let start = Instant::now();
         if i == 0 {
-            d.resume_at(&Position::new(&name, 4));
+            d.resume_at(&Position::new(name.as_str(), 4));
         } else {
             // The previous file ended with a ROTATE naming this one; say so
             // anyway, so an error names the right file.
@@ -252,7 +252,7 @@ fn pre_encode(
             key,
             value,
             position: ev.position.to_string(),
-            gtid: ev.position.gtid.clone(),
+            gtid: ev.position.gtid.as_deref().map(str::to_string),
         });
     }
     Ok(out)

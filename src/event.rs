@@ -263,8 +263,9 @@ pub struct ChangeEvent {
 /// Positions of one source are totally ordered by (file sequence, offset, row).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Position {
-    /// Binlog file name, e.g. `binlog.000003`.
-    pub file: String,
+    /// Binlog file name, e.g. `binlog.000003` (shared: a position is
+    /// copied several times per row).
+    pub file: Arc<str>,
     /// Byte offset in `file` of the transaction's first event.
     pub offset: u64,
     /// Row changes of that transaction before this point.
@@ -272,11 +273,11 @@ pub struct Position {
     pub row: u64,
     /// GTID state before the transaction: a MySQL GTID set or a MariaDB GTID list.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gtid: Option<String>,
+    pub gtid: Option<Arc<str>>,
 }
 
 impl Position {
-    pub fn new(file: impl Into<String>, offset: u64) -> Self {
+    pub fn new(file: impl Into<Arc<str>>, offset: u64) -> Self {
         Position {
             file: file.into(),
             offset,
@@ -378,7 +379,7 @@ impl FromStr for Position {
             None => 0,
         };
         Ok(Position {
-            file: file.to_string(),
+            file: file.into(),
             offset,
             row,
             gtid: None,

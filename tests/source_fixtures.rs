@@ -154,7 +154,7 @@ fn mysql8_gtid_transaction_with_v2_rows_and_binary_json() {
                 file: "binlog.000001".into(),
                 offset: u64::from(txn_start),
                 row: i as u64,
-                gtid: Some(before.clone())
+                gtid: Some(before.as_str().into())
             }
         );
         assert_eq!(e.txn.gtid.as_deref(), Some(format!("{UUID}:5").as_str()));
@@ -173,7 +173,7 @@ fn mysql8_gtid_transaction_with_v2_rows_and_binary_json() {
             file: "binlog.000001".into(),
             offset: u64::from(end),
             row: 0,
-            gtid: Some(format!("{UUID}:1-5"))
+            gtid: Some(format!("{UUID}:1-5").into())
         }
     );
 }
@@ -381,7 +381,7 @@ fn unknown_gtid_state_stays_unknown_until_the_next_file_says() {
     d.feed(&b.mysql_gtid(SID, 10)).unwrap();
     d.feed(&b.query("shop", "DROP TABLE y")).unwrap();
     let out = drain(&mut d);
-    assert_eq!(out[0].position.file, "binlog.000002");
+    assert_eq!(&*out[0].position.file, "binlog.000002");
     assert_eq!(
         out[0].position.gtid.as_deref(),
         Some(format!("{UUID}:1-9").as_str())

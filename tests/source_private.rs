@@ -198,7 +198,7 @@ async fn purged_position_and_gtid_are_definite_errors() {
     assert!(e.is_definite());
     let msg = e.to_string();
     assert!(
-        msg.contains(&old.file) && msg.contains("re-snapshot"),
+        msg.contains(&*old.file) && msg.contains("re-snapshot"),
         "{msg}"
     );
 

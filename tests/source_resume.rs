@@ -244,7 +244,7 @@ async fn resume_by_commit_position_and_by_mariadb_gtid() {
         &common::bridge_url(),
         4104,
         &["src_gtid.*"],
-        StartFrom::Gtid(gtid.clone()),
+        StartFrom::Gtid(gtid.to_string()),
     )
     .await;
     let by_gtid = common::collect_until(&mut src, Duration::from_secs(20), |e| {

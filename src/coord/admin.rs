@@ -240,7 +240,7 @@ pub async fn checkpoint_set(
             eprintln!("error: --gtid is empty; give a MySQL GTID set or a MariaDB GTID list (e.g. 0-1-100)");
             return ExitCode::from(EXIT_CONFIG);
         }
-        pos.gtid = Some(g.trim().to_string());
+        pos.gtid = Some(g.trim().into());
     }
     let keys = Keys::from_config(cfg);
     let client = match connect(cfg, TIMEOUT).await {

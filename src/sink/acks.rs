@@ -55,9 +55,9 @@ where
         }
     }
 
-    pub(crate) fn push_message(&mut self, delivery: F) {
-        self.queue
-            .push_back(Entry::Message(delivery, Instant::now()));
+    /// `sent`: when it was handed to the producer.
+    pub(crate) fn push_message(&mut self, delivery: F, sent: Instant) {
+        self.queue.push_back(Entry::Message(delivery, sent));
         self.messages += 1;
     }
 
@@ -187,11 +187,11 @@ mod tests {
         let (a, fa) = delivery();
         let (b, fb) = delivery();
         let (c, fc) = delivery();
-        t.push_message(fa);
+        t.push_message(fa, Instant::now());
         t.push_resume(p(1));
-        t.push_message(fb);
+        t.push_message(fb, Instant::now());
         t.push_resume(p(2));
-        t.push_message(fc);
+        t.push_message(fc, Instant::now());
         t.push_resume(p(3));
         assert_eq!(t.in_flight(), 3);
         // Later messages acknowledged first (other partitions): no progress.
@@ -214,11 +214,11 @@ mod tests {
         let (a, fa) = delivery();
         let (b, fb) = delivery();
         let before = Instant::now();
-        t.push_message(fa);
+        t.push_message(fa, Instant::now());
         t.push_resume(p(1));
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         let middle = Instant::now();
-        t.push_message(fb);
+        t.push_message(fb, Instant::now());
         t.push_resume(p(2));
         let first = t.oldest_sent().expect("two messages in flight");
         assert!(first >= before && first <= middle);
@@ -238,9 +238,9 @@ mod tests {
         let mut t = AckTracker::new();
         let (a, fa) = delivery();
         let (b, fb) = delivery();
-        t.push_message(fa);
+        t.push_message(fa, Instant::now());
         t.push_resume(p(1));
-        t.push_message(fb);
+        t.push_message(fb, Instant::now());
         t.push_resume(p(2));
         a.send(Ok(())).unwrap();
         b.send(Err("broker said no".into())).unwrap();
@@ -260,7 +260,7 @@ mod tests {
         t.poll_ready().unwrap();
         assert_eq!(t.acked(), Some(&p(5)));
         let (a, fa) = delivery();
-        t.push_message(fa);
+        t.push_message(fa, Instant::now());
         t.push_resume(p(6));
         t.push_resume(p(7));
         let waiter = tokio::spawn(async move {

@@ -547,10 +547,11 @@ impl KafkaSink {
     /// The lease gate, right before a hand-off: an error once the deadline
     /// has passed; inside the send margin, wait for a keep-alive to move the
     /// deadline on (it does every TTL/10 while etcd answers).
-    async fn wait_for_gate(&mut self) -> Result<(), SinkError> {
+    /// Returns the time it read last, if it read one (the hand-off's time).
+    async fn wait_for_gate(&mut self) -> Result<Option<Instant>, SinkError> {
         loop {
             let Some(d) = self.deadline_fn.as_ref().map(|f| f()).or(self.deadline) else {
-                return Ok(());
+                return Ok(None);
             };
             let now = Instant::now();
             if now >= d {
@@ -559,7 +560,7 @@ impl KafkaSink {
                 return Err(SinkError::DeadlinePassed);
             }
             if now + self.send_margin < d {
-                return Ok(());
+                return Ok(Some(now));
             }
             tokio::time::sleep((d - now).min(GATE_POLL)).await;
         }
@@ -584,15 +585,20 @@ impl KafkaSink {
             }
         }
         let bytes = (key.map_or(0, <[u8]>::len) + value.len()) as u64;
-        while self.tracker.in_flight() >= self.effective_window()
-            || self.oldest_too_old()
-            || self.bytes_full(bytes)
-        {
+        loop {
+            // One clock read for both age-based checks of this round.
+            let now = self.max_age.map(|_| Instant::now());
+            if self.tracker.in_flight() < self.effective_window(now)
+                && !self.oldest_too_old(now)
+                && !self.bytes_full(bytes)
+            {
+                break;
+            }
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
             }
         }
-        self.wait_for_gate().await?;
+        let gate_time = self.wait_for_gate().await?;
         loop {
             match self.producer.send(
                 &topic,
@@ -609,6 +615,7 @@ impl KafkaSink {
                 ),
             ) {
                 Ok(inner) => {
+                    let sent = gate_time.unwrap_or_else(Instant::now);
                     let count = self.metrics.as_mut().map(|m| {
                         let t = m
                             .topics
@@ -616,16 +623,19 @@ impl KafkaSink {
                             .or_insert_with(|| m.produced.topic(&topic))
                             .clone();
                         let bytes = key.map_or(0, <[u8]>::len) + value.len();
-                        (t, bytes, Instant::now(), m.latency.clone())
+                        (t, bytes, sent, m.latency.clone())
                     });
                     self.sent_messages += 1;
                     self.sent_bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
-                    self.tracker.push_message(Delivery {
-                        inner,
-                        topic: topic.clone(),
-                        count,
-                        _window: self.window_bytes.take(bytes),
-                    });
+                    self.tracker.push_message(
+                        Delivery {
+                            inner,
+                            topic: topic.clone(),
+                            count,
+                            _window: self.window_bytes.take(bytes),
+                        },
+                        sent.into_std(),
+                    );
                     return Ok(());
                 }
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
@@ -674,8 +684,8 @@ impl AckRate {
         }
     }
 
-    fn update(&mut self, acked: u64) -> f64 {
-        let dt = self.mark.elapsed().as_secs_f64();
+    fn update(&mut self, acked: u64, at: Instant) -> f64 {
+        let dt = at.saturating_duration_since(self.mark).as_secs_f64();
         if dt >= 0.1 {
             let now = acked.saturating_sub(self.mark_acked) as f64 / dt;
             self.per_sec = if self.per_sec == 0.0 {
@@ -683,7 +693,7 @@ impl AckRate {
             } else {
                 0.7 * self.per_sec + 0.3 * now
             };
-            self.mark = Instant::now();
+            self.mark = at;
             self.mark_acked = acked;
         }
         self.per_sec
@@ -693,11 +703,11 @@ impl AckRate {
 impl KafkaSink {
     /// `max_in_flight`, or with an age bound, what the broker acknowledges
     /// within it (at least [`MIN_WINDOW`]).
-    fn effective_window(&mut self) -> usize {
-        let Some(max) = self.max_age else {
+    fn effective_window(&mut self, now: Option<Instant>) -> usize {
+        let (Some(max), Some(now)) = (self.max_age, now) else {
             return self.window;
         };
-        let rate = self.ack_rate.update(self.tracker.acked_messages());
+        let rate = self.ack_rate.update(self.tracker.acked_messages(), now);
         ((rate * max.as_secs_f64()) as usize).clamp(MIN_WINDOW.min(self.window), self.window)
     }
 
@@ -714,9 +724,9 @@ impl KafkaSink {
     }
 
     /// The oldest unacknowledged message has waited `max_age` or longer.
-    fn oldest_too_old(&self) -> bool {
-        match (self.max_age, self.tracker.oldest_sent()) {
-            (Some(max), Some(at)) => at.elapsed() >= max,
+    fn oldest_too_old(&self, now: Option<Instant>) -> bool {
+        match (self.max_age, now, self.tracker.oldest_sent()) {
+            (Some(max), Some(now), Some(at)) => now.into_std().saturating_duration_since(at) >= max,
             _ => false,
         }
     }
@@ -855,9 +865,9 @@ mod tests {
     fn ack_rate_survives_a_counter_restart() {
         let mut r = AckRate::new();
         std::thread::sleep(Duration::from_millis(110));
-        assert!(r.update(50) > 0.0);
+        assert!(r.update(50, Instant::now()) > 0.0);
         std::thread::sleep(Duration::from_millis(110));
-        let after = r.update(10);
+        let after = r.update(10, Instant::now());
         assert!(after.is_finite() && after >= 0.0, "{after}");
     }
 }

@@ -155,7 +155,7 @@ pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckR
             detail: "latest".into(),
         },
         Ok(crate::config::StartPosition::At(p)) => {
-            if logs.contains(&p.file) {
+            if logs.iter().any(|l| **l == *p.file) {
                 CheckResult {
                     name,
                     ok: true,

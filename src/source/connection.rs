@@ -320,16 +320,38 @@ pub async fn start_dump(
         .map_err(|e| map_err(e, &what))?;
     let (tx, rx) = mpsc::channel(capacity);
     let task = tokio::spawn(async move {
+        // The read timeout without a timer per event: a check every half
+        // timeout; the connection is dead when three checks in a row found no
+        // packet since the one before (silent for at least `read_timeout`,
+        // at most 1.5 times it).
+        let check = read_timeout / 2;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut quiet_checks = 0u32;
         loop {
-            let item = match tokio::time::timeout(read_timeout, stream.next()).await {
-                Err(_) => Err(SourceError::Transient(format!(
-                    "no binlog event or heartbeat for {read_timeout:?}: connection presumed dead"
-                ))),
-                Ok(None) => Err(SourceError::Transient(
+            let next = tokio::select! {
+                biased;
+                n = stream.next() => Some(n),
+                _ = tick.tick() => None,
+            };
+            let item = match next {
+                None => {
+                    quiet_checks += 1;
+                    if quiet_checks < 3 {
+                        continue;
+                    }
+                    Err(SourceError::Transient(format!(
+                        "no binlog event or heartbeat for {read_timeout:?}: connection presumed dead"
+                    )))
+                }
+                Some(None) => Err(SourceError::Transient(
                     "the server closed the binlog stream".into(),
                 )),
-                Ok(Some(Err(e))) => Err(map_err(e, &what)),
-                Ok(Some(Ok(ev))) => Ok(raw_event(&ev)),
+                Some(Some(Err(e))) => Err(map_err(e, &what)),
+                Some(Some(Ok(ev))) => {
+                    quiet_checks = 0;
+                    Ok(raw_event(&ev))
+                }
             };
             let stop = item.is_err();
             if tx.send(item).await.is_err() || stop {

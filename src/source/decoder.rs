@@ -29,9 +29,9 @@ use super::rows;
 use super::table_map::{self, TableInfo};
 
 struct Txn {
-    file: String,
+    file: Arc<str>,
     offset: u64,
-    gtid_before: Option<String>,
+    gtid_before: Option<Arc<str>>,
     gtid: Option<Gtid>,
     info: Arc<TxnInfo>,
     /// Saw BEGIN: the transaction ends at XID/COMMIT, not after one statement.
@@ -49,13 +49,15 @@ struct CachedTable {
 
 /// Turns raw events (header + body + checksum) into change events.
 pub struct Decoder {
-    file: String,
+    file: Arc<str>,
     checksum: bool,
     post_header_lens: Vec<u8>,
     tables: HashMap<u64, CachedTable>,
     charsets: Arc<Charsets>,
     filter: TableFilter,
     gtid: Option<GtidState>,
+    /// `gtid` as text, made once per change of state (not per transaction).
+    gtid_text: Option<Arc<str>>,
     txn: Option<Txn>,
     resume: Option<Position>,
     /// Position after the last complete transaction or skipped event.
@@ -69,13 +71,14 @@ impl Decoder {
     /// `checksum`: whether events before the first FORMAT_DESCRIPTION carry CRC32.
     pub fn new(charsets: Arc<Charsets>, filter: TableFilter, checksum: bool) -> Decoder {
         Decoder {
-            file: String::new(),
+            file: "".into(),
             checksum,
             post_header_lens: Vec::new(),
             tables: HashMap::new(),
             charsets,
             filter,
             gtid: None,
+            gtid_text: None,
             txn: None,
             resume: None,
             next: Position::new("", 4),
@@ -88,6 +91,7 @@ impl Decoder {
     pub fn resume_at(&mut self, pos: &Position) {
         self.file = pos.file.clone();
         self.gtid = pos.gtid.as_deref().and_then(|g| GtidState::parse(g).ok());
+        self.gtid_text = self.gtid.as_ref().map(|g| g.to_string().into());
         self.next = pos.clone();
         self.next.row = 0;
         self.resume = (pos.row > 0).then(|| pos.clone());
@@ -97,11 +101,12 @@ impl Decoder {
     /// Set the GTID state (e.g. from `BINLOG_GTID_POS` or the start request).
     pub fn set_gtid_state(&mut self, g: Option<GtidState>) {
         self.gtid = g;
-        self.next.gtid = self.gtid.as_ref().map(|g| g.to_string());
+        self.gtid_text = self.gtid.as_ref().map(|g| g.to_string().into());
+        self.next.gtid = self.gtid_text.clone();
     }
 
     pub fn set_file(&mut self, file: &str) {
-        self.file = file.to_string();
+        self.file = file.into();
     }
 
     /// Position after the last finished transaction: where a reconnect resumes
@@ -124,7 +129,7 @@ impl Decoder {
 
     fn err(&self, offset: u64, error: DecodeError) -> SourceError {
         SourceError::Decode {
-            file: self.file.clone(),
+            file: self.file.to_string(),
             offset,
             error,
         }
@@ -157,7 +162,7 @@ impl Decoder {
             match events::checksum(raw) {
                 Some((found, computed)) if found != computed => {
                     return Err(SourceError::Checksum {
-                        file: self.file.clone(),
+                        file: self.file.to_string(),
                         offset,
                         found,
                         computed,
@@ -196,11 +201,11 @@ impl Decoder {
             }
             t::ROTATE => {
                 let (name, pos) = events::parse_rotate(body)?;
-                if h.flags & events::ARTIFICIAL_F == 0 || h.log_pos != 0 || name != self.file {
-                    if name != self.file {
+                if h.flags & events::ARTIFICIAL_F == 0 || h.log_pos != 0 || *name != *self.file {
+                    if *name != *self.file {
                         self.tables.clear();
+                        self.file = name.into();
                     }
-                    self.file = name;
                     if self.txn.is_none() {
                         self.next.file = self.file.clone();
                         self.next.offset = pos;
@@ -298,7 +303,7 @@ impl Decoder {
     ) -> Result<(), DecodeError> {
         let mut skip = 0;
         if let Some(r) = self.resume.take() {
-            if r.offset == offset && (r.file == self.file || r.file.is_empty()) {
+            if r.offset == offset && (*r.file == *self.file || r.file.is_empty()) {
                 skip = r.row;
             } else {
                 // Skipping rows of some other transaction would lose data.
@@ -311,7 +316,7 @@ impl Decoder {
         self.txn = Some(Txn {
             file: self.file.clone(),
             offset,
-            gtid_before: self.gtid.as_ref().map(|g| g.to_string()),
+            gtid_before: self.gtid_text.clone(),
             info: Arc::new(TxnInfo {
                 gtid: gtid.as_ref().map(|g| g.to_string()),
                 ts_ms: u64::from(h.timestamp) * 1000,
@@ -399,6 +404,7 @@ impl Decoder {
         // the next file's GTID_LIST / PREVIOUS_GTIDS event makes it known.
         if let (Some(g), Some(s)) = (&txn.gtid, &mut self.gtid) {
             s.apply(g);
+            self.gtid_text = Some(s.to_string().into());
         }
         let mut info = (*txn.info).clone();
         info.xid = xid;
@@ -409,7 +415,7 @@ impl Decoder {
             file: self.file.clone(),
             offset: if end > 0 { end } else { self.next.offset },
             row: 0,
-            gtid: self.gtid.as_ref().map(|g| g.to_string()),
+            gtid: self.gtid_text.clone(),
         };
         self.out.push_back(ChangeEvent {
             kind: EventKind::Commit,

@@ -346,7 +346,7 @@ impl BinlogSource {
         };
         if self.flavor == Flavor::MariaDb || !from.file.is_empty() {
             let logs = connection::binary_logs(&mut conn).await?;
-            let known = logs.contains(&from.file);
+            let known = logs.iter().any(|l| **l == *from.file);
             if !known {
                 return Err(SourceError::Purged {
                     what: from.to_string(),
@@ -363,11 +363,13 @@ impl BinlogSource {
         }
         let mut pos = from.clone();
         if pos.gtid.is_none() && self.flavor == Flavor::MariaDb {
-            pos.gtid = connection::mariadb_gtid_at(&mut conn, &pos.file, pos.offset).await;
+            pos.gtid = connection::mariadb_gtid_at(&mut conn, &pos.file, pos.offset)
+                .await
+                .map(Into::into);
         }
         self.decoder.resume_at(&pos);
         let dump = DumpFrom::File {
-            file: pos.file.clone(),
+            file: pos.file.to_string(),
             offset: pos.offset,
         };
         self.dump(conn, &dump).await
@@ -401,7 +403,9 @@ impl BinlogSource {
     /// reconnect is simply redone on the next call).
     pub async fn next_event(&mut self) -> Result<ChangeEvent, SourceError> {
         let mut attempt: u32 = 0;
-        let since = std::time::Instant::now();
+        // When the first failure of this call happened (read on failure
+        // only: no clock read per event).
+        let mut since: Option<std::time::Instant> = None;
         loop {
             match self.try_next().await {
                 Ok(mut ev) => {
@@ -413,6 +417,7 @@ impl BinlogSource {
                     return Ok(ev);
                 }
                 Err(e) if e.is_transient() => {
+                    let since = *since.get_or_insert_with(std::time::Instant::now);
                     if self.options.retry_for.is_some_and(|d| since.elapsed() >= d) {
                         return Err(e);
                     }
@@ -491,7 +496,7 @@ impl BinlogSource {
                         if let Err(e) = task.await {
                             if e.is_panic() {
                                 return Err(SourceError::Decode {
-                                    file: self.decoder.next_position().file.clone(),
+                                    file: self.decoder.next_position().file.to_string(),
                                     offset: self.decoder.next_position().offset,
                                     error: DecodeError::new(
                                         "the MySQL protocol library panicked on a malformed binlog packet",
