@@ -32,7 +32,8 @@
 # (19112), BB_BENCH_CHAOS_HTTP_BASE (19206). BB_BENCH_DIR moves the data;
 # BB_BENCH_MAX_BINLOG_SIZE (default and maximum 1 GiB) sets the server's
 # max_binlog_size, e.g. small to check that a workload spanning several
-# binlog files is measured whole.
+# binlog files is measured whole. BB_BENCH_KAFKA_PROPERTIES adds lines to the
+# measured bridges' [kafka.properties], e.g. 'debug = "eos"'.
 #
 # What each row measures:
 # - limits (examples/bench_tool.rs `limits`): on the binlog files each workload
@@ -157,7 +158,7 @@ case " $BROKERS " in *" mock "*)
     for ((r = 0; r < LIMIT_RUNS; r++)); do
       for side in plain sink; do topics+=("limits-$w-$side$r.bench_$w.$table" "limits-$w-$side$r.schema"); done
     done
-    for run in idempotent at-least-once idempotent-baseline; do
+    for run in idempotent at-least-once idempotent-baseline transactional; do
       topics+=("mock-e2e-$w-$run.bench_$w.$table" "mock-e2e-$w-$run.schema-changes")
     done
     topics+=("mock-peer-$w.bench_$w.$table")
@@ -165,6 +166,8 @@ case " $BROKERS " in *" mock "*)
   topics+=("mock-lat.bench_mlat.lat" "mock-lat.schema-changes")
   args=()
   for t in "${topics[@]}"; do args+=(--topic "$t:3"); done
+  # The transactional runs' progress topics ({pipeline}.progress), one partition.
+  for w in $WORKLOADS; do args+=(--topic "bench-mock-e2e-$w-transactional.progress:1"); done
   # Made before the mock starts: the polling below may run before the
   # background redirect opens it (awk failing on a missing file ended the run).
   : >"$DIR/mock-broker.out"
@@ -294,6 +297,9 @@ delivery = "$4"
 [http]
 listen = "127.0.0.1:$HTTP_PORT"
 EOF
+  if [ -n "${BB_BENCH_KAFKA_PROPERTIES:-}" ]; then
+    printf '\n[kafka.properties]\n%s\n' "$BB_BENCH_KAFKA_PROPERTIES" >>"$1"
+  fi
 }
 
 start_bridge() { # CONFIG LOG [BINARY]
@@ -363,6 +369,10 @@ for w in $WORKLOADS; do
     grep -q "rows=$ROWS " <<<"$res" || die "workload ($w): the binlog holds $(grep -o 'rows=[0-9]*' <<<"$res"), expected $ROWS"
 
     runs="idempotent at-least-once"
+    # Transactional on the mock only (tansu has no transactions): the mock
+    # answers every transactional request but writes no commit markers and
+    # hides no aborted data, so this measures the bridge's side of it.
+    [ "$broker" = tansu ] || runs="$runs transactional"
     [ -z "$BASELINE" ] || runs="$runs idempotent-baseline"
     for run in $runs; do
       mode=${run%-baseline}

@@ -203,12 +203,20 @@ impl Bridge {
         driver: &mut TxnDriver<RdTxn>,
         sink: &mut KafkaSink,
     ) -> Result<(), WorkError> {
+        let started = std::time::Instant::now();
         let committed = driver.commit(ctx.may_send()).await.map_err(txn_failed)?;
         let Some(p) = committed else {
             return Ok(());
         };
+        let commit_took = started.elapsed();
         // Every delivery report is in after the commit's flush.
         sink.settle(FLUSH_TIMEOUT).await.map_err(failed)?;
+        tracing::debug!(
+            commit_ms = commit_took.as_secs_f64() * 1e3,
+            settle_ms = (started.elapsed() - commit_took).as_secs_f64() * 1e3,
+            position = %p,
+            "Kafka transaction committed"
+        );
         self.ops.metrics.kafka_transactions.inc();
         if ctx.checkpoint.acked(&p).await? {
             self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());

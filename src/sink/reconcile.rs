@@ -105,6 +105,10 @@ impl Skipper {
     /// True if the message for `(topic, partition)` at `marker` is already there.
     /// The first message past a partition's last marker clears it.
     pub fn skip(&mut self, topic: &Arc<str>, partition: i32, marker: (&Position, u32)) -> bool {
+        if self.last.is_empty() {
+            // Every partition is past its last marker (the usual case).
+            return false;
+        }
         let k = (topic.clone(), partition);
         let Some((pos, part)) = self.last.get(&k) else {
             return false;
