@@ -363,36 +363,6 @@ fn request(cfg: &std::path::Path, tables: &[&str]) -> String {
         .to_string()
 }
 
-async fn checkpoint(client: &mut etcd_client::Client, db: &str) -> Option<serde_json::Value> {
-    let r = client
-        .get(format!("{PREFIX}/{db}/checkpoint"), None)
-        .await
-        .ok()?;
-    serde_json::from_slice(r.kvs().first()?.value()).ok()
-}
-
-async fn wait_checkpoint(
-    client: &mut etcd_client::Client,
-    db: &str,
-    what: &str,
-    within: Duration,
-    f: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        if let Some(c) = checkpoint(client, db).await {
-            if f(&c) {
-                return c;
-            }
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 /// What happens to the leader in the middle of the run.
 #[derive(Clone, Copy, PartialEq)]
 enum Fault {
@@ -428,8 +398,9 @@ async fn scenario(name: &str, fault: Fault) {
         Fault::Term => 5230,
     };
     let mut run = start_bridges(&db, &env, &broker.brokers(), 3, server_id, chunk);
-    wait_checkpoint(
+    common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "a leader streaming",
         Duration::from_secs(60),
@@ -455,8 +426,9 @@ async fn scenario(name: &str, fault: Fault) {
     if fault == Fault::None {
         // While it runs, `status --json` (from etcd) and the leader's
         // /status show it with its progress.
-        let cp = wait_checkpoint(
+        let cp = common::etcd::wait_checkpoint(
             &mut etcd,
+            PREFIX,
             &db,
             "the run to start",
             Duration::from_secs(60),
@@ -492,8 +464,9 @@ async fn scenario(name: &str, fault: Fault) {
     if fault != Fault::None {
         // While a chunk is being sent (its position is checkpointed right
         // before its first row), a quarter of the way in.
-        let cp = wait_checkpoint(
+        let cp = common::etcd::wait_checkpoint(
             &mut etcd,
+            PREFIX,
             &db,
             "a chunk being sent, a quarter of the way in",
             Duration::from_secs(180),
@@ -527,8 +500,9 @@ async fn scenario(name: &str, fault: Fault) {
             cp["extra"]["ondemand"]["chunk"]
         );
     }
-    let cp = wait_checkpoint(
+    let cp = common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the on-demand snapshot to finish",
         Duration::from_secs(300),
@@ -567,8 +541,9 @@ async fn scenario(name: &str, fault: Fault) {
             .expect("binlog on");
         (r.get(0).expect("file"), r.get(1).expect("offset"))
     };
-    wait_checkpoint(
+    common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the checkpoint to pass the last change",
         Duration::from_secs(120),
@@ -810,8 +785,9 @@ async fn bad_tables_are_refused_and_requests_queue_until_a_leader_runs_them() {
     let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
         .await
         .expect("etcd");
-    let cp = wait_checkpoint(
+    let cp = common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the waiting requests to run",
         Duration::from_secs(120),
@@ -882,8 +858,9 @@ async fn a_mariadb_restart_mid_run_is_retried_without_a_step_down() {
     let mut etcd = etcd_client::Client::connect(env.etcd_endpoints.clone(), None)
         .await
         .expect("etcd");
-    wait_checkpoint(
+    common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "a leader streaming",
         Duration::from_secs(60),
@@ -891,8 +868,9 @@ async fn a_mariadb_restart_mid_run_is_retried_without_a_step_down() {
     )
     .await;
     let id = request(&run.configs[0], &[&format!("{db}.t")]);
-    let cp = wait_checkpoint(
+    let cp = common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "a quarter of the run",
         Duration::from_secs(120),
@@ -903,8 +881,9 @@ async fn a_mariadb_restart_mid_run_is_retried_without_a_step_down() {
     maria.stop();
     std::thread::sleep(Duration::from_secs(2));
     maria.run();
-    let cp = wait_checkpoint(
+    let cp = common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the run to finish",
         Duration::from_secs(180),

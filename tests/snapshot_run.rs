@@ -16,6 +16,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::ChildGuard;
+
+/// The etcd prefix of this file's bridges.
+const PREFIX: &str = "/bbtest-snap";
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
@@ -292,7 +295,7 @@ fn start_bridges(db: &str, env: &common::DevEnv, brokers: &str, n: usize, chunk:
     for i in 0..n {
         let config = format!(
             "[mysql]\nurl = {:?}\nserver_id = {}\nstart = \"latest\"\ninclude = [\"{db}.*\"]\nexclude_columns = [\"{db}.t1.s\"]\n\
-             [etcd]\nendpoints = {:?}\nprefix = \"/bbtest-snap\"\npipeline = \"{db}\"\nlease_ttl_secs = 2\ncheckpoint_interval_ms = 200\n\
+             [etcd]\nendpoints = {:?}\nprefix = \"{PREFIX}\"\npipeline = \"{db}\"\nlease_ttl_secs = 2\ncheckpoint_interval_ms = 200\n\
              [kafka]\nbrokers = {:?}\ndelivery = \"idempotent\"\npartitions = 6\n\
              [http]\nlisten = \"127.0.0.1:{}\"\n\
              [snapshot]\nmode = \"initial\"\nchunk_rows = {chunk}\n",
@@ -321,35 +324,6 @@ fn start_bridges(db: &str, env: &common::DevEnv, brokers: &str, n: usize, chunk:
         _dir: dir,
         procs,
         logs,
-    }
-}
-
-/// The pipeline's checkpoint document, if written.
-async fn checkpoint(client: &mut etcd_client::Client, db: &str) -> Option<serde_json::Value> {
-    let key = format!("/bbtest-snap/{db}/checkpoint");
-    let r = client.get(key, None).await.ok()?;
-    serde_json::from_slice(r.kvs().first()?.value()).ok()
-}
-
-async fn wait_checkpoint(
-    client: &mut etcd_client::Client,
-    db: &str,
-    what: &str,
-    within: Duration,
-    f: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        if let Some(c) = checkpoint(client, db).await {
-            if f(&c) {
-                return c;
-            }
-        }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -398,8 +372,9 @@ async fn scenario(name: &str, fault: Fault) {
 
     let mut killed = None;
     if kill_mid_snapshot {
-        let cp = wait_checkpoint(
+        let cp = common::etcd::wait_checkpoint(
             &mut etcd,
+            PREFIX,
             &db,
             "snapshot progress",
             Duration::from_secs(120),
@@ -422,8 +397,9 @@ async fn scenario(name: &str, fault: Fault) {
             cp["extra"]["snapshot"]["rows"], cp["extra"]["snapshot"]["table"]
         );
     }
-    let cp = wait_checkpoint(
+    let cp = common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the snapshot to finish",
         Duration::from_secs(180),
@@ -448,8 +424,9 @@ async fn scenario(name: &str, fault: Fault) {
             .expect("binlog on");
         (r.get(0).expect("file"), r.get(1).expect("offset"))
     };
-    wait_checkpoint(
+    common::etcd::wait_checkpoint(
         &mut etcd,
+        PREFIX,
         &db,
         "the checkpoint to pass the last change",
         Duration::from_secs(120),

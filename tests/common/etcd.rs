@@ -249,3 +249,41 @@ pub fn unique_prefix(test: &str) -> String {
             .unwrap_or(0)
     )
 }
+
+/// The checkpoint document of pipeline `pipeline` under `prefix`, if written.
+pub async fn checkpoint(
+    client: &mut Client,
+    prefix: &str,
+    pipeline: &str,
+) -> Option<serde_json::Value> {
+    let r = client
+        .get(format!("{prefix}/{pipeline}/checkpoint"), None)
+        .await
+        .ok()?;
+    serde_json::from_slice(r.kvs().first()?.value()).ok()
+}
+
+/// Polls the checkpoint every 10 ms until `f` accepts it; panics naming
+/// `what` after `within`.
+pub async fn wait_checkpoint(
+    client: &mut Client,
+    prefix: &str,
+    pipeline: &str,
+    what: &str,
+    within: Duration,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let start = Instant::now();
+    loop {
+        if let Some(c) = checkpoint(client, prefix, pipeline).await {
+            if f(&c) {
+                return c;
+            }
+        }
+        assert!(
+            start.elapsed() < within,
+            "timed out after {within:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
