@@ -192,8 +192,9 @@ impl JsonWriter {
     /// (which MySQL cannot store) become `null`.
     pub(crate) fn f64(&mut self, x: f64) {
         if x.is_finite() {
-            let text = float_text(x, x.abs());
-            self.raw(&text);
+            self.sep();
+            write_float(&mut self.buf, x, x.abs());
+            self.comma = true;
         } else {
             self.null();
         }
@@ -203,8 +204,9 @@ impl JsonWriter {
     /// FLOAT 0.1 prints as `0.1`, not `0.10000000149011612`).
     pub(crate) fn f32(&mut self, x: f32) {
         if x.is_finite() {
-            let text = float_text(x, f64::from(x.abs()));
-            self.raw(&text);
+            self.sep();
+            write_float(&mut self.buf, x, f64::from(x.abs()));
+            self.comma = true;
         } else {
             self.null();
         }
@@ -232,11 +234,21 @@ impl JsonWriter {
 /// magnitudes and in exponent form (`-1.5e300`, `1e-7`) outside
 /// 1e-5..1e16, so huge DOUBLEs do not print 300 digits. Valid JSON either way.
 pub(crate) fn float_text<T: std::fmt::Display + std::fmt::LowerExp>(x: T, abs: f64) -> String {
-    if abs == 0.0 || (1e-5..1e16).contains(&abs) {
-        format!("{x}")
+    let mut buf = Vec::with_capacity(24);
+    write_float(&mut buf, x, abs);
+    // Display and LowerExp of a float write ASCII only.
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+/// [`float_text`] appended to `buf` (no String in between: the encoders'
+/// hot path).
+fn write_float<T: std::fmt::Display + std::fmt::LowerExp>(buf: &mut Vec<u8>, x: T, abs: f64) {
+    // Writing to a Vec cannot fail.
+    let _ = if abs == 0.0 || (1e-5..1e16).contains(&abs) {
+        write!(buf, "{x}")
     } else {
-        format!("{x:e}")
-    }
+        write!(buf, "{x:e}")
+    };
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits (`{n:0width$}`).
@@ -276,8 +288,29 @@ fn push_frac(buf: &mut Vec<u8>, micros: u32, fsp: u8) {
     buf.extend_from_slice(&text[..want - zeros]);
 }
 
+/// Whether `s` holds a control character, `"` or `\\`: eight bytes per step
+/// (the zero-byte and less-than tests of "Bit Twiddling Hacks", exact as a
+/// yes/no for any byte below 0x80; bytes of 0x80 and above never match).
 fn needs_escape(s: &str) -> bool {
-    s.bytes().any(|b| b < 0x20 || b == b'"' || b == b'\\')
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |v: u64| v.wrapping_sub(ONES) & !v & HIGH != 0;
+    let mut chunks = s.as_bytes().chunks_exact(8);
+    for c in &mut chunks {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(c);
+        let x = u64::from_le_bytes(a);
+        if x.wrapping_sub(ONES * 0x20) & !x & HIGH != 0
+            || has_zero(x ^ (ONES * u64::from(b'"')))
+            || has_zero(x ^ (ONES * u64::from(b'\\')))
+        {
+            return true;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .any(|&b| b < 0x20 || b == b'"' || b == b'\\')
 }
 
 pub(crate) fn escape_into(buf: &mut Vec<u8>, s: &str) {
@@ -388,6 +421,29 @@ mod tests {
         );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["a\"b"], "line\nbreak\u{1}\\");
+    }
+
+    #[test]
+    fn needs_escape_finds_every_special_byte_at_every_offset() {
+        for len in 0..40usize {
+            for at in 0..len {
+                for b in 0u8..=0xff {
+                    let mut bytes = vec![b'a'; len];
+                    bytes[at] = b;
+                    // Bytes over 0x7f alone are not UTF-8; pair them as é.
+                    let Ok(s) = String::from_utf8(bytes.clone()) else {
+                        continue;
+                    };
+                    let want = b < 0x20 || b == b'"' || b == b'\\';
+                    assert_eq!(needs_escape(&s), want, "byte {b:#x} at {at} of {len}");
+                }
+            }
+            // Multi-byte characters (bytes 0x80 and above) never need an escape.
+            let s: String = "é".repeat(len);
+            assert!(!needs_escape(&s));
+            let s = format!("{s}\u{1}");
+            assert!(needs_escape(&s));
+        }
     }
 
     #[test]
