@@ -71,7 +71,7 @@ fn events(n: u64) -> Vec<ChangeEvent> {
             Value::Int(i as i64),
             Value::Int((i % 5000) as i64),
             Value::String("paid".into()),
-            Value::Decimal(format!("{}.{:02}", i % 1000, i % 100)),
+            Value::Decimal(format!("{}.{:02}", i % 1000, i % 100).into()),
             Value::String("a customer note of moderate length, for realism".into()),
             Value::DateTime(DateTime {
                 date: Date {

@@ -16,6 +16,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+/// Text of a row value: a string that keeps up to 24 bytes inline (no heap
+/// allocation), derefs to `str`.
+pub type Text = compact_str::CompactString;
+
 /// One column value, decoded exactly from a row image.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Value {
@@ -27,9 +31,9 @@ pub enum Value {
     Float(f32),
     Double(f64),
     /// DECIMAL / NUMERIC as exact text, e.g. `-1234.5600` (scale kept).
-    Decimal(String),
+    Decimal(Text),
     /// Character data (CHAR, VARCHAR, TEXT), converted to UTF-8 from the column charset.
-    String(String),
+    String(Text),
     /// BINARY, VARBINARY, BLOB, and character data in the `binary` charset.
     Bytes(Vec<u8>),
     /// BIT(n): the value, n <= 64.
@@ -53,11 +57,11 @@ pub enum Value {
         fsp: u8,
     },
     /// ENUM member by name (empty string for the invalid-value index 0).
-    Enum(String),
+    Enum(Text),
     /// SET members by name, in definition order.
     Set(Vec<String>),
     /// JSON document as JSON text.
-    Json(String),
+    Json(Text),
     /// GEOMETRY as stored: 4-byte SRID followed by WKB.
     Geometry(Vec<u8>),
 }

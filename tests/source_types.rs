@@ -102,12 +102,12 @@ fn from_select(v: &MV, kind: ColumnKind, col: &binlog_bridge::event::Column) -> 
         (MV::UInt(u), _) => Value::UInt(*u),
         (MV::Float(f), _) => Value::Float(*f),
         (MV::Double(d), _) => Value::Double(*d),
-        (MV::Bytes(b), ColumnKind::Decimal) => Value::Decimal(text(b)),
+        (MV::Bytes(b), ColumnKind::Decimal) => Value::Decimal(text(b).into()),
         (MV::Bytes(b), ColumnKind::Bit) => Value::Bit {
             bits: col.precision.unwrap_or(0) as u16,
             value: b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)),
         },
-        (MV::Bytes(b), ColumnKind::Enum) => Value::Enum(text(b)),
+        (MV::Bytes(b), ColumnKind::Enum) => Value::Enum(text(b).into()),
         (MV::Bytes(b), ColumnKind::Set) => {
             let s = text(b);
             Value::Set(if s.is_empty() {
@@ -120,8 +120,8 @@ fn from_select(v: &MV, kind: ColumnKind, col: &binlog_bridge::event::Column) -> 
             Value::Bytes(b.clone())
         }
         (MV::Bytes(b), ColumnKind::Geometry) => Value::Geometry(b.clone()),
-        (MV::Bytes(b), ColumnKind::Json) => Value::Json(text(b)),
-        (MV::Bytes(b), _) => Value::String(text(b)),
+        (MV::Bytes(b), ColumnKind::Json) => Value::Json(text(b).into()),
+        (MV::Bytes(b), _) => Value::String(text(b).into()),
         (MV::Date(y, mo, d, h, mi, s, us), ColumnKind::Date) => {
             assert_eq!((h, mi, s, us), (&0, &0, &0, &0));
             Value::Date(Date {

@@ -443,8 +443,8 @@ fn convert(v: mysql_async::Value, col: &Column, fsp: u8) -> Result<Value, String
             }
         }
         K::Decimal => match v {
-            M::Bytes(b) => Value::Decimal(text(b)?),
-            other => Value::Decimal(int_of(&other)?.to_string()),
+            M::Bytes(b) => Value::Decimal(text(b)?.into()),
+            other => Value::Decimal(int_of(&other)?.to_string().into()),
         },
         K::Bit => {
             let value = match v {
@@ -511,11 +511,11 @@ fn convert(v: mysql_async::Value, col: &Column, fsp: u8) -> Result<Value, String
                 other => return Err(format!("expected text, got {other:?}")),
             };
             match col.kind {
-                K::Enum => Value::Enum(s),
+                K::Enum => Value::Enum(s.into()),
                 K::Set if s.is_empty() => Value::Set(Vec::new()),
                 K::Set => Value::Set(s.split(',').map(str::to_string).collect()),
-                K::Json => Value::Json(s),
-                _ => Value::String(s),
+                K::Json => Value::Json(s.into()),
+                _ => Value::String(s.into()),
             }
         }
         K::Binary | K::VarBinary | K::Blob | K::Geometry => {

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 
 use super::error::DecodeError;
+use crate::event::Text;
 
 /// The charsets the decoder can convert.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -122,6 +123,20 @@ fn utf16_units(b: &[u8], big_endian: bool, what: &str) -> Result<String, DecodeE
     char::decode_utf16(units)
         .collect::<Result<String, _>>()
         .map_err(|e| DecodeError(format!("{what}: invalid UTF-16: {e}")))
+}
+
+/// [`decode`] as a row value's [`Text`]: UTF-8 (the common case) is copied
+/// once, inline when short.
+pub fn decode_text(cs: Charset, bytes: &[u8], what: &str) -> Result<Text, DecodeError> {
+    match cs {
+        Charset::Utf8mb4 | Charset::Utf8mb3 | Charset::Ascii | Charset::Binary => {
+            match std::str::from_utf8(bytes) {
+                Ok(s) => Ok(Text::from(s)),
+                Err(e) => Err(DecodeError(format!("{what}: invalid UTF-8: {e}"))),
+            }
+        }
+        _ => decode(cs, bytes, what).map(Text::from),
+    }
 }
 
 /// Convert stored bytes in `cs` to a Rust string.
