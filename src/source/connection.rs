@@ -1,20 +1,22 @@
 //! The replica connection: connect, learn what the server is, ask for the
-//! binlog from a position or GTID state, and pump raw events into a bounded
-//! channel from a reader task.
+//! binlog from a position or GTID state, and read its events ([`DumpStream`]).
 //!
 //! mysql_async does the protocol (auth, COM_REGISTER_SLAVE, COM_BINLOG_DUMP);
-//! its event parser strips checksums without checking them, so the reader
-//! rebuilds each event's exact bytes (header + body + checksum) and the
-//! decoder verifies the CRC32 itself. A read timeout (no event and no
-//! heartbeat for `read_timeout_secs`) turns a dead connection into a
-//! transient error.
+//! its event parser strips checksums without checking them, so each event's
+//! exact bytes (header + body + checksum) are rebuilt and the decoder
+//! verifies the CRC32 itself. A read timeout (no event and no heartbeat for
+//! `read_timeout_secs`) turns a dead connection into a transient error.
+//!
+//! The events are read in the decoding task itself, into one reused buffer:
+//! a reader task of its own, with a channel of owned copies, cost an
+//! allocation, a copy and a cross-thread free per event, and a task wake-up
+//! per batch (README "Performance").
 
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
-use mysql_async::{BinlogStreamRequest, Conn};
-use tokio::sync::mpsc;
+use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 
 use crate::config::MysqlTls;
 use crate::event::Position;
@@ -231,10 +233,12 @@ pub async fn mariadb_gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Option
     r.ok().flatten().flatten().filter(|s| !s.is_empty())
 }
 
-/// Rebuild an event's bytes exactly as the server sent them.
-fn raw_event(ev: &mysql_async::binlog::events::Event) -> Vec<u8> {
+/// Rebuild an event's bytes exactly as the server sent them into `raw`
+/// (cleared first).
+fn raw_event(ev: &mysql_async::binlog::events::Event, raw: &mut Vec<u8>) {
     let h = ev.header();
-    let mut raw = Vec::with_capacity(h.event_size() as usize);
+    raw.clear();
+    raw.reserve(h.event_size() as usize);
     raw.extend_from_slice(&h.timestamp().to_le_bytes());
     raw.push(h.event_type_raw());
     raw.extend_from_slice(&h.server_id().to_le_bytes());
@@ -254,12 +258,83 @@ fn raw_event(ev: &mysql_async::binlog::events::Event) -> Vec<u8> {
     if stripped >= 4 {
         raw.extend_from_slice(&ev.checksum().unwrap_or_default());
     }
-    raw
 }
 
-pub type EventRx = mpsc::Receiver<Result<Vec<u8>, SourceError>>;
+/// Why [`DumpStream::next`] gave no event.
+#[derive(Debug)]
+pub enum ReadError {
+    Source(SourceError),
+    /// The protocol library panicked on a packet (malformed): the stream is
+    /// unusable and retrying would read the same packet again.
+    Panicked,
+}
 
-/// Ask for the binlog and spawn the reader task. Returns the event channel.
+/// A binlog dump in progress: each [`DumpStream::next`] is one event's exact
+/// bytes, or the error that ended the stream.
+pub struct DumpStream {
+    /// None once the protocol library panicked: the stream is not polled again.
+    stream: Option<BinlogStream>,
+    /// `file:offset` or `gtid:...`, for errors.
+    what: String,
+    read_timeout: Duration,
+    /// The read timeout without a timer per event: a check every half
+    /// timeout; the connection is dead when three checks in a row found no
+    /// event since the one before (silent for at least `read_timeout`, at
+    /// most 1.5 times it).
+    tick: tokio::time::Interval,
+    quiet_checks: u32,
+    /// The last event's bytes (reused).
+    raw: Vec<u8>,
+}
+
+impl DumpStream {
+    /// The next event's bytes. An error ends the stream: open a new one.
+    ///
+    /// Cancel-safe: mysql_async keeps a partly read packet in the stream.
+    pub async fn next(&mut self) -> Result<&[u8], ReadError> {
+        loop {
+            let Some(stream) = self.stream.as_mut() else {
+                return Err(ReadError::Panicked);
+            };
+            // A panic inside the protocol library (a malformed packet) must
+            // not take the bridge down: it ends this stream with a definite
+            // error instead (retrying would read the same packet again).
+            let next = tokio::select! {
+                biased;
+                n = std::panic::AssertUnwindSafe(stream.next()).catch_unwind() => Some(n),
+                _ = self.tick.tick() => None,
+            };
+            match next {
+                None => {
+                    self.quiet_checks += 1;
+                    if self.quiet_checks >= 3 {
+                        return Err(ReadError::Source(SourceError::Transient(format!(
+                            "no binlog event or heartbeat for {:?}: connection presumed dead",
+                            self.read_timeout
+                        ))));
+                    }
+                }
+                Some(Err(_panic)) => {
+                    self.stream = None;
+                    return Err(ReadError::Panicked);
+                }
+                Some(Ok(None)) => {
+                    return Err(ReadError::Source(SourceError::Transient(
+                        "the server closed the binlog stream".into(),
+                    )))
+                }
+                Some(Ok(Some(Err(e)))) => return Err(ReadError::Source(map_err(e, &self.what))),
+                Some(Ok(Some(Ok(ev)))) => {
+                    self.quiet_checks = 0;
+                    raw_event(&ev, &mut self.raw);
+                    return Ok(&self.raw);
+                }
+            }
+        }
+    }
+}
+
+/// Ask for the binlog.
 pub async fn start_dump(
     mut conn: Conn,
     flavor: Flavor,
@@ -267,8 +342,7 @@ pub async fn start_dump(
     from: &DumpFrom,
     heartbeat: Duration,
     read_timeout: Duration,
-    capacity: usize,
-) -> Result<(EventRx, tokio::task::JoinHandle<()>), SourceError> {
+) -> Result<DumpStream, SourceError> {
     let hb_ns = heartbeat.as_nanos().min(u128::from(u32::MAX) * 1_000_000) as u64;
     let mut setup = vec![format!("SET @master_heartbeat_period = {hb_ns}")];
     if flavor == Flavor::MariaDb {
@@ -314,52 +388,21 @@ pub async fn start_dump(
     if flavor == Flavor::MySql && matches!(from, DumpFrom::Gtid(_)) {
         req = req.with_gtid().with_gtid_set(sids);
     }
-    let mut stream = conn
+    let stream = conn
         .get_binlog_stream(req)
         .await
         .map_err(|e| map_err(e, &what))?;
-    let (tx, rx) = mpsc::channel(capacity);
-    let task = tokio::spawn(async move {
-        // The read timeout without a timer per event: a check every half
-        // timeout; the connection is dead when three checks in a row found no
-        // packet since the one before (silent for at least `read_timeout`,
-        // at most 1.5 times it).
-        let check = read_timeout / 2;
-        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut quiet_checks = 0u32;
-        loop {
-            let next = tokio::select! {
-                biased;
-                n = stream.next() => Some(n),
-                _ = tick.tick() => None,
-            };
-            let item = match next {
-                None => {
-                    quiet_checks += 1;
-                    if quiet_checks < 3 {
-                        continue;
-                    }
-                    Err(SourceError::Transient(format!(
-                        "no binlog event or heartbeat for {read_timeout:?}: connection presumed dead"
-                    )))
-                }
-                Some(None) => Err(SourceError::Transient(
-                    "the server closed the binlog stream".into(),
-                )),
-                Some(Some(Err(e))) => Err(map_err(e, &what)),
-                Some(Some(Ok(ev))) => {
-                    quiet_checks = 0;
-                    Ok(raw_event(&ev))
-                }
-            };
-            let stop = item.is_err();
-            if tx.send(item).await.is_err() || stop {
-                break;
-            }
-        }
-    });
-    Ok((rx, task))
+    let check = read_timeout / 2;
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    Ok(DumpStream {
+        stream: Some(stream),
+        what,
+        read_timeout,
+        tick,
+        quiet_checks: 0,
+        raw: Vec::new(),
+    })
 }
 
 #[cfg(test)]

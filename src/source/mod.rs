@@ -23,8 +23,8 @@
 //!   row twice or misses one. `next_event` returns a transient error only
 //!   when `SourceOptions::retry_for` has run out; anything else it returns is
 //!   definite: stop, print it, and drop the source.
-//! - Memory: at most one binlog event's rows are decoded ahead, plus a
-//!   bounded channel of raw events (`SourceOptions::channel_capacity`).
+//! - Memory: at most one binlog event's rows are decoded ahead (and the
+//!   socket's buffers); events are read as they are decoded.
 //! - Row index: counts every event the source delivers for a transaction
 //!   (rows of included tables and schema changes). A `Commit` is emitted for
 //!   every transaction, including ones with no included rows, so positions
@@ -32,7 +32,7 @@
 //!
 //! # Files
 //!
-//! `connection` (replica connection, dump request, reader task), `decoder`
+//! `connection` (replica connection, dump request, event reading), `decoder`
 //! (events -> change events, positions), `events` (header, CRC32, non-row
 //! events), `table_map`, `rows`, `value`, `json`, `charset`, `compress`
 //! (row decoding), `gtid` (GTID state), `checks` (startup checks), `filter`,
@@ -84,10 +84,7 @@ pub use gtid::{Gtid, GtidState};
 use crate::config::{MysqlConfig, StartPosition};
 use crate::event::{ChangeEvent, EventKind, Position};
 
-use connection::{DumpFrom, EventRx};
-
-/// Raw events the decoder takes from the reader task's channel at once.
-const RAW_BATCH: usize = 64;
+use connection::{DumpFrom, DumpStream, ReadError};
 
 /// Where streaming starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -121,8 +118,6 @@ pub struct SourceOptions {
     /// First reconnect delay; doubles up to `max_backoff`.
     pub min_backoff: Duration,
     pub max_backoff: Duration,
-    /// Raw events read ahead of decoding.
-    pub channel_capacity: usize,
     /// Run the server-settings checks on start (and fail if one fails).
     pub check_settings: bool,
     /// Give up reconnecting after this long and return the transient error
@@ -136,7 +131,6 @@ impl Default for SourceOptions {
             connect_timeout: Duration::from_secs(10),
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(30),
-            channel_capacity: 256,
             check_settings: true,
             retry_for: None,
         }
@@ -150,11 +144,8 @@ pub struct BinlogSource {
     options: SourceOptions,
     flavor: Flavor,
     decoder: Decoder,
-    rx: Option<EventRx>,
-    /// Raw events taken from `rx` in one go, newest first (popped from the
-    /// back): one wake-up of the reader task per batch, not per event.
-    raw: Vec<Result<Vec<u8>, SourceError>>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    /// The binlog dump being read (None while reconnecting).
+    stream: Option<DumpStream>,
     /// Where a reconnect resumes: right after the last event handed out.
     resume: Option<Position>,
     /// The original start, used while nothing was handed out yet.
@@ -176,14 +167,6 @@ pub type Outage = Arc<std::sync::Mutex<Option<String>>>;
 fn set_outage(o: &Outage, v: Option<String>) {
     if let Ok(mut g) = o.lock() {
         *g = v;
-    }
-}
-
-impl Drop for BinlogSource {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.take() {
-            t.abort();
-        }
     }
 }
 
@@ -262,9 +245,7 @@ impl BinlogSource {
             options,
             flavor: info.flavor,
             decoder,
-            rx: None,
-            raw: Vec::new(),
-            task: None,
+            stream: None,
             resume: None,
             start: from,
             reconnects: 0,
@@ -376,21 +357,18 @@ impl BinlogSource {
     }
 
     async fn dump(&mut self, conn: mysql_async::Conn, from: &DumpFrom) -> Result<(), SourceError> {
-        let (rx, task) = connection::start_dump(
-            conn,
-            self.flavor,
-            self.config.server_id,
-            from,
-            Duration::from_secs(self.config.heartbeat_secs.max(1)),
-            Duration::from_secs(self.config.read_timeout_secs.max(2)),
-            self.options.channel_capacity,
-        )
-        .await?;
-        self.rx = Some(rx);
-        self.raw.clear();
-        if let Some(old) = self.task.replace(task) {
-            old.abort();
-        }
+        self.stream = None;
+        self.stream = Some(
+            connection::start_dump(
+                conn,
+                self.flavor,
+                self.config.server_id,
+                from,
+                Duration::from_secs(self.config.heartbeat_secs.max(1)),
+                Duration::from_secs(self.config.read_timeout_secs.max(2)),
+            )
+            .await?,
+        );
         Ok(())
     }
 
@@ -430,11 +408,7 @@ impl BinlogSource {
                     let delay = cap.mul_f64(rand::thread_rng().gen_range(0.5..=1.0));
                     tracing::warn!(error = %e, attempt, ?delay, "binlog stream interrupted; reconnecting");
                     set_outage(&self.outage, Some(e.to_string()));
-                    self.rx = None;
-                    self.raw.clear();
-                    if let Some(t) = self.task.take() {
-                        t.abort();
-                    }
+                    self.stream = None;
                     while self.decoder.pop().is_some() {}
                     tokio::time::sleep(delay).await;
                     match self.reconnect().await {
@@ -464,18 +438,13 @@ impl BinlogSource {
             if let Some(ev) = self.decoder.pop() {
                 return Ok(ev);
             }
-            if self.raw.is_empty() {
-                let rx = self
-                    .rx
-                    .as_mut()
-                    .ok_or_else(|| SourceError::Transient("not connected".into()))?;
-                if rx.recv_many(&mut self.raw, RAW_BATCH).await > 0 {
-                    self.raw.reverse();
-                }
-            }
-            match self.raw.pop() {
-                Some(Ok(raw)) => {
-                    self.decoder.feed(&raw)?;
+            let stream = self
+                .stream
+                .as_mut()
+                .ok_or_else(|| SourceError::Transient("not connected".into()))?;
+            match stream.next().await {
+                Ok(raw) => {
+                    self.decoder.feed(raw)?;
                     if self.decoder.pending() == 0 && !self.decoder.in_transaction() {
                         let next = self.decoder.next_position();
                         self.progress.send_if_modified(|p| {
@@ -487,25 +456,15 @@ impl BinlogSource {
                         });
                     }
                 }
-                Some(Err(e)) => return Err(e),
-                None => {
-                    // The reader ends only after sending its error; an end
-                    // without one means it panicked inside the protocol
-                    // library on a malformed packet: retrying would loop.
-                    if let Some(task) = self.task.take() {
-                        if let Err(e) = task.await {
-                            if e.is_panic() {
-                                return Err(SourceError::Decode {
-                                    file: self.decoder.next_position().file.to_string(),
-                                    offset: self.decoder.next_position().offset,
-                                    error: DecodeError::new(
-                                        "the MySQL protocol library panicked on a malformed binlog packet",
-                                    ),
-                                });
-                            }
-                        }
-                    }
-                    return Err(SourceError::Transient("binlog reader stopped".into()));
+                Err(ReadError::Source(e)) => return Err(e),
+                Err(ReadError::Panicked) => {
+                    return Err(SourceError::Decode {
+                        file: self.decoder.next_position().file.to_string(),
+                        offset: self.decoder.next_position().offset,
+                        error: DecodeError::new(
+                            "the MySQL protocol library panicked on a malformed binlog packet",
+                        ),
+                    })
                 }
             }
         }
