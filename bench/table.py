@@ -43,6 +43,41 @@ def verdict(ok):
     return "" if ok is None else (" (met)" if ok else " (missed)")
 
 
+def one_plain(r, name):
+    return (r.get(name) or [{}])[0]
+
+
+def cpu_rows(w, name, lim, e2e, ceiling, cores):
+    """Where the CPU goes: per million rows, each limit alone and the
+    end-to-end run (bridge, broker and MariaDB over the measured window), and
+    the rate the machine's cores would allow end to end if the bridge cost no
+    more than our decoder plus the plain producer."""
+    dec, plain, plain_b = num(lim.get("cpu_m_decode")), num(lim.get("cpu_m_plain")), num(lim.get("cpu_m_plain_broker"))
+    sink, sink_b = num(lim.get("cpu_m_sink")), num(lim.get("cpu_m_sink_broker"))
+    if dec is None or plain is None or sink is None:
+        return
+    b = lambda x: "" if x is None else f" + broker {x:.2f}"
+    print(f"| CPU-seconds per 1M rows, limits (each alone) | {name} | decode {dec:.2f}; sink {sink:.2f}{b(sink_b)} | plain producer {plain:.2f}{b(plain_b)} | sink / plain {ratio(sink, plain)} | - |")
+    rows = (num(e2e.get("messages")) or 0) - (num(e2e.get("first_seen")) or 0)
+    br, bk, db = (num(e2e.get(f"window_cpu_{k}")) for k in ("bridge", "broker", "mariadb"))
+    secs = num(e2e.get("secs"))
+    if rows <= 0 or br is None or not secs:
+        return
+    per_m = lambda x: None if x is None else x * 1e6 / rows
+    br_m, bk_m, db_m = per_m(br), per_m(bk), per_m(db)
+    others = (bk_m or 0) + (db_m or 0)
+    print(f"| CPU-seconds per 1M rows, end-to-end idempotent (measured window) | {name} | bridge {br_m:.2f}, broker {bk_m or 0:.2f}, MariaDB {db_m or 0:.2f} | bridge vs decode + plain producer {dec + plain:.2f} | {ratio(br_m, dec + plain)} | - |")
+    busy = (br + (bk or 0) + (db or 0)) / secs
+    print(f"| cores busy end-to-end idempotent (bridge + broker + MariaDB) | {name} | {busy:.2f} | of {cores or '?'} | - | - |")
+    threads = e2e.get("threads")
+    if threads:
+        shown = ", ".join(t.replace("/", " ").replace("_", " ") for t in threads.split(";"))
+        print(f"| bridge threads busy end-to-end idempotent (cores, by thread name) | {name} | {shown} | - | - | - |")
+    if cores and ceiling:
+        bound = cores * 1e6 / (dec + plain + others)
+        print(f"| end-to-end bound on {cores:.0f} cores if the bridge cost only decode + plain producer (rows/s) | {name} | {rate(bound)} | min(decode, plain produce) {rate(ceiling)} | {ratio(bound, ceiling)} | - |")
+
+
 def main():
     if len(sys.argv) not in (3, 4) or (len(sys.argv) == 4 and sys.argv[3] not in ("tansu", "mock")):
         print(__doc__, file=sys.stderr)
@@ -55,6 +90,7 @@ def main():
     names = {"a": f"(a) {rows} single-row inserts, 10 per txn",
              "b": f"(b) one {rows}-row transaction",
              "c": f"(c) {rows} mixed ins/upd/del, 20 cols"}
+    cores = num(one_plain(r, "machine").get("cores"))
     print(f"| measure | workload | ours | reference | ratio | target |")
     print("| --- | --- | --- | --- | --- | --- |")
     for w in "abc":
@@ -77,6 +113,7 @@ def main():
             e_r = num(e.get("rate"))
             ok = None if e_r is None or ceiling is None else e_r >= 0.7 * ceiling
             print(f"| end-to-end {mode} (rows/s) | {names[w]} | {rate(e_r)} | min(decode, plain produce) {rate(ceiling)} | {ratio(e_r, ceiling)} | >= 0.70x{verdict(ok)} |")
+        cpu_rows(w, names[w], lim, one(f"e2e_{w}_idempotent"), ceiling, cores)
         base = one(f"e2e_{w}_idempotent-baseline")
         if base:
             b_r = num(base.get("rate"))

@@ -28,7 +28,7 @@
 //! cargo run --release --example bench_tool -- limits FILE --brokers 127.0.0.1:9092
 //! ```
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -81,6 +81,9 @@ enum Cmd {
         /// must exist beforehand (the mock broker has no CreateTopics).
         #[arg(long, value_name = "PREFIX")]
         fixed_topics: Option<String>,
+        /// The broker's pid: its CPU time is measured over each produce run.
+        #[arg(long)]
+        broker_pid: Option<u32>,
     },
     /// Time a running bridge until the topics hold the expected messages.
     Watch {
@@ -94,6 +97,10 @@ enum Cmd {
         /// The bridge's pid, for its peak RSS.
         #[arg(long)]
         pid: u32,
+        /// NAME=PID of another process whose CPU time over the measured
+        /// window is printed beside the bridge's (repeat: the broker, MariaDB).
+        #[arg(long, value_parser = parse_named_pid)]
+        cpu_pid: Vec<(String, u32)>,
         #[arg(long, default_value_t = 600)]
         timeout_secs: u64,
         #[arg(long, default_value_t = 20)]
@@ -285,7 +292,45 @@ async fn create_topics(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<(), Err
     Ok(())
 }
 
-async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error> {
+/// CPU seconds of this process (all its threads, librdkafka's included) and
+/// of the broker process, read at one moment.
+#[derive(Clone, Copy)]
+struct CpuMark {
+    me: f64,
+    broker: Option<f64>,
+}
+
+impl CpuMark {
+    fn now(broker: Option<u32>) -> Self {
+        CpuMark {
+            me: cpu_secs(std::process::id()).unwrap_or(f64::NAN),
+            broker: broker.and_then(cpu_secs),
+        }
+    }
+
+    /// CPU seconds (this process, the broker) spent since `self`.
+    fn spent(&self, broker: Option<u32>) -> (f64, Option<f64>) {
+        let now = CpuMark::now(broker);
+        (
+            now.me - self.me,
+            now.broker.zip(self.broker).map(|(b, a)| b - a),
+        )
+    }
+}
+
+/// One timed produce run: wall time and the CPU seconds of this process and
+/// of the broker over it.
+struct Timed {
+    took: Duration,
+    cpu: f64,
+    broker_cpu: Option<f64>,
+}
+
+async fn run_plain(
+    cfg: &KafkaConfig,
+    msgs: &[Plain],
+    broker_pid: Option<u32>,
+) -> Result<Timed, Error> {
     let producer: FutureProducer = producer_config(cfg)?.create()?;
     // Connected and topic metadata known before the clock starts, as the
     // sink's producer is (its topics are checked before it is timed).
@@ -303,6 +348,7 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
     let mut held: u64 = 0;
     let mut pending: VecDeque<(rdkafka::producer::DeliveryFuture, u64)> =
         VecDeque::with_capacity(window);
+    let mark = CpuMark::now(broker_pid);
     let start = Instant::now();
     for m in msgs {
         let bytes = (m.key.len() + m.value.len()) as u64;
@@ -362,17 +408,34 @@ async fn run_plain(cfg: &KafkaConfig, msgs: &[Plain]) -> Result<Duration, Error>
     for (f, _) in pending {
         f.await?.map_err(|(e, _)| e)?;
     }
-    Ok(start.elapsed())
+    let took = start.elapsed();
+    let (cpu, broker_cpu) = mark.spent(broker_pid);
+    Ok(Timed {
+        took,
+        cpu,
+        broker_cpu,
+    })
 }
 
-async fn run_sink(cfg: &KafkaConfig, evs: &[ChangeEvent]) -> Result<Duration, Error> {
+async fn run_sink(
+    cfg: &KafkaConfig,
+    evs: &[ChangeEvent],
+    broker_pid: Option<u32>,
+) -> Result<Timed, Error> {
     let mut sink = KafkaSink::new(cfg, "bench", 1).await?;
+    let mark = CpuMark::now(broker_pid);
     let start = Instant::now();
     for ev in evs {
         sink.send(ev).await?;
     }
     sink.flush(Duration::from_secs(600)).await?;
-    Ok(start.elapsed())
+    let took = start.elapsed();
+    let (cpu, broker_cpu) = mark.spent(broker_pid);
+    Ok(Timed {
+        took,
+        cpu,
+        broker_cpu,
+    })
 }
 
 fn mariadb_binlog(files: &[String]) -> Result<Duration, Error> {
@@ -394,6 +457,7 @@ async fn limits(
     brokers: &str,
     runs: usize,
     fixed: Option<&str>,
+    broker_pid: Option<u32>,
 ) -> Result<(), Error> {
     let mut file_bytes = 0u64;
     for f in files {
@@ -423,38 +487,72 @@ async fn limits(
         per_s(theirs)
     );
 
-    let (mut plain_best, mut sink_best) = (Duration::MAX, Duration::MAX);
+    let (mut plain_best, mut sink_best): (Option<Timed>, Option<Timed>) = (None, None);
     let mut msg_bytes = 0usize;
     for round in 0..runs {
         let cfg = kafka_cfg(brokers, &format!("plain{round}"), fixed);
         create_topics(&cfg, &evs).await?;
         let msgs = pre_encode(&cfg, &evs, cfg.partitions as usize)?;
         msg_bytes = msgs.iter().map(|m| m.key.len() + m.value.len()).sum();
-        let p = run_plain(&cfg, &msgs).await?;
+        let p = run_plain(&cfg, &msgs, broker_pid).await?;
         drop(msgs);
         let cfg = kafka_cfg(brokers, &format!("sink{round}"), fixed);
         create_topics(&cfg, &evs).await?;
-        let s = run_sink(&cfg, &evs).await?;
+        let s = run_sink(&cfg, &evs, broker_pid).await?;
+        let cpu = |t: &Timed| match t.broker_cpu {
+            Some(b) => format!("CPU {:.2} s + broker {b:.2} s", t.cpu),
+            None => format!("CPU {:.2} s", t.cpu),
+        };
         println!(
-            "produce round {round}: plain {:.0} msg/s ({:.2} s), sink {:.0} msg/s ({:.2} s)",
-            per_s(p),
-            p.as_secs_f64(),
-            per_s(s),
-            s.as_secs_f64()
+            "produce round {round}: plain {:.0} msg/s ({:.2} s, {}), sink {:.0} msg/s ({:.2} s, {})",
+            per_s(p.took),
+            p.took.as_secs_f64(),
+            cpu(&p),
+            per_s(s.took),
+            s.took.as_secs_f64(),
+            cpu(&s)
         );
-        plain_best = plain_best.min(p);
-        sink_best = sink_best.min(s);
+        if plain_best.as_ref().map_or(true, |b| p.took < b.took) {
+            plain_best = Some(p);
+        }
+        if sink_best.as_ref().map_or(true, |b| s.took < b.took) {
+            sink_best = Some(s);
+        }
     }
+    let (Some(plain), Some(sink)) = (plain_best, sink_best) else {
+        return Err("no produce run".into());
+    };
+    // CPU seconds per million rows of the best runs; decoding is one thread
+    // doing nothing else, so its wall time is its CPU time.
+    let per_m = |cpu: f64| cpu * 1e6 / rows as f64;
+    let broker_per_m = |t: &Timed| {
+        t.broker_cpu
+            .map_or("-".to_string(), |b| format!("{:.2}", per_m(b)))
+    };
     println!(
-        "RESULT rows={rows} files={} bytes_per_msg={:.0} decode_ours={:.0} decode_mariadb={:.0} produce_plain={:.0} produce_sink={:.0}",
+        "RESULT rows={rows} files={} bytes_per_msg={:.0} decode_ours={:.0} decode_mariadb={:.0} produce_plain={:.0} produce_sink={:.0} \
+         cpu_m_decode={:.2} cpu_m_plain={:.2} cpu_m_plain_broker={} cpu_m_sink={:.2} cpu_m_sink_broker={}",
         files.len(),
         msg_bytes as f64 / rows as f64,
         per_s(ours),
         per_s(theirs),
-        per_s(plain_best),
-        per_s(sink_best)
+        per_s(plain.took),
+        per_s(sink.took),
+        per_m(ours.as_secs_f64()),
+        per_m(plain.cpu),
+        broker_per_m(&plain),
+        per_m(sink.cpu),
+        broker_per_m(&sink),
     );
     Ok(())
+}
+
+fn parse_named_pid(s: &str) -> Result<(String, u32), String> {
+    let (name, pid) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}`: want NAME=PID"))?;
+    let pid = pid.parse().map_err(|e| format!("`{s}`: bad pid: {e}"))?;
+    Ok((name.to_string(), pid))
 }
 
 // ---------------------------------------------------------------- watch
@@ -467,23 +565,71 @@ fn vm_hwm_kb(pid: u32) -> Option<u64> {
 
 /// User + system CPU seconds the process has used so far.
 fn cpu_secs(pid: u32) -> Option<f64> {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) in parentheses.
+    stat_cpu(&format!("/proc/{pid}/stat")).map(|(_, cpu)| cpu)
+}
+
+/// Name and user + system CPU seconds from a `/proc/.../stat` file.
+fn stat_cpu(path: &str) -> Option<(String, f64)> {
+    let s = std::fs::read_to_string(path).ok()?;
+    // The command name is in parentheses and may hold spaces.
+    let name = &s[s.find('(')? + 1..s.rfind(')')?];
     let rest = &s[s.rfind(')')? + 2..];
     let f: Vec<&str> = rest.split_whitespace().collect();
     let (utime, stime): (f64, f64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
-    let tck = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout)
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(100.0);
-    Some((utime + stime) / tck)
+    Some((name.to_string(), (utime + stime) / clock_ticks()))
+}
+
+/// CPU seconds of each thread of `pid`, by thread id (with its name).
+fn thread_cpu(pid: u32) -> HashMap<String, (String, f64)> {
+    let mut out = HashMap::new();
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let tid = e.file_name().to_string_lossy().into_owned();
+        if let Some(v) = stat_cpu(&format!("/proc/{pid}/task/{tid}/stat")) {
+            out.insert(tid, v);
+        }
+    }
+    out
+}
+
+/// Cores each thread name kept busy between two [`thread_cpu`] readings
+/// (threads of one name summed, e.g. the runtime's workers), busiest first,
+/// as `name/cores;...` (spaces in names as `_`).
+fn threads_busy(
+    before: &HashMap<String, (String, f64)>,
+    after: &HashMap<String, (String, f64)>,
+    secs: f64,
+) -> String {
+    let mut by_name: HashMap<String, f64> = HashMap::new();
+    for (tid, (name, cpu)) in after {
+        let was = before.get(tid).map_or(0.0, |b| b.1);
+        *by_name.entry(name.replace(' ', "_")).or_default() += cpu - was;
+    }
+    let mut v: Vec<(String, f64)> = by_name.into_iter().filter(|(_, c)| *c > 0.0).collect();
+    v.sort_by(|a, b| b.1.total_cmp(&a.1));
+    v.iter()
+        .map(|(n, c)| format!("{n}/{:.2}", c / secs))
+        .collect::<Vec<_>>()
+        .join(";")
+}
+
+fn clock_ticks() -> f64 {
+    static TCK: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TCK.get_or_init(|| {
+        Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| {
+                String::from_utf8_lossy(&o.stdout)
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+            })
+            .unwrap_or(100.0)
+    })
 }
 
 fn watermark_sum(c: &BaseConsumer, topics: &[String]) -> i64 {
@@ -511,9 +657,20 @@ fn watch(
     topics: &[String],
     expect: i64,
     pid: u32,
+    others: &[(String, u32)],
     timeout: Duration,
     interval: Duration,
 ) -> Result<(), Error> {
+    // CPU seconds of the bridge and of each other process, read when the
+    // first message shows up: the measured window's CPU is the difference.
+    let sample = || -> Vec<Option<f64>> {
+        std::iter::once(pid)
+            .chain(others.iter().map(|o| o.1))
+            .map(cpu_secs)
+            .collect()
+    };
+    let mut first_cpu: Vec<Option<f64>> = Vec::new();
+    let mut first_threads = HashMap::new();
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-watch")
@@ -527,6 +684,8 @@ fn watch(
         let at = Instant::now();
         if sum > 0 && first.is_none() {
             first = Some((at, sum));
+            first_cpu = sample();
+            first_threads = thread_cpu(pid);
         }
         if sum >= expect {
             let (t0, n0) = first.unwrap_or((at, sum));
@@ -540,8 +699,20 @@ fn watch(
                 .ok_or_else(|| format!("bridge pid {pid} is gone: no VmHWM to read"))?;
             let cpu = cpu_secs(pid)
                 .ok_or_else(|| format!("bridge pid {pid} is gone: no CPU time to read"))?;
+            // Over the window: the bridge's and the others' CPU seconds.
+            let mut window = String::new();
+            let names = std::iter::once("bridge").chain(others.iter().map(|o| o.0.as_str()));
+            for ((name, a), b) in names.zip(&first_cpu).zip(sample()) {
+                if let (Some(a), Some(b)) = (a, b) {
+                    window.push_str(&format!(" window_cpu_{name}={:.2}", b - a));
+                }
+            }
+            if secs > 0.0 {
+                let busy = threads_busy(&first_threads, &thread_cpu(pid), secs);
+                window.push_str(&format!(" threads={busy}"));
+            }
             println!(
-                "RESULT messages={sum} first_seen={n0} secs={secs:.3} rate={rate:.0} vmhwm_kb={hwm} cpu_secs={cpu:.2}"
+                "RESULT messages={sum} first_seen={n0} secs={secs:.3} rate={rate:.0} vmhwm_kb={hwm} cpu_secs={cpu:.2}{window}"
             );
             if sum > expect {
                 eprintln!("watch: {sum} messages, more than the {expect} expected");
@@ -734,12 +905,14 @@ async fn main() {
             brokers,
             runs,
             fixed_topics,
-        } => limits(&files, &brokers, runs, fixed_topics.as_deref()).await,
+            broker_pid,
+        } => limits(&files, &brokers, runs, fixed_topics.as_deref(), broker_pid).await,
         Cmd::Watch {
             brokers,
             topic,
             expect,
             pid,
+            cpu_pid,
             timeout_secs,
             interval_ms,
         } => watch(
@@ -747,6 +920,7 @@ async fn main() {
             &topic,
             expect,
             pid,
+            &cpu_pid,
             Duration::from_secs(timeout_secs),
             Duration::from_millis(interval_ms),
         ),

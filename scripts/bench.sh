@@ -33,7 +33,9 @@
 # BB_BENCH_MAX_BINLOG_SIZE (default and maximum 1 GiB) sets the server's
 # max_binlog_size, e.g. small to check that a workload spanning several
 # binlog files is measured whole. BB_BENCH_KAFKA_PROPERTIES adds lines to the
-# measured bridges' [kafka.properties], e.g. 'debug = "eos"'.
+# measured bridges' [kafka.properties], e.g. 'debug = "eos"'. BB_BENCH_PERF=DIR
+# records each measured bridge with perf into DIR/NAME.perf.data
+# (BB_BENCH_PERF_ARGS replaces the default '-F 499 -g').
 #
 # What each row measures:
 # - limits (examples/bench_tool.rs `limits`): on the binlog files each workload
@@ -47,6 +49,11 @@
 #   same position to the same broker; first row read to last delivery.
 # - latency: rows written at a fixed rate while the bridge streams and a
 #   consumer reads; receipt time minus the writer's clock at the INSERT.
+# - CPU: CPU-seconds per million rows of each limit (the timed process and
+#   the broker) and, end to end, of the bridge, the broker and MariaDB over
+#   the measured window, the bridge's by thread; and the end-to-end rate the
+#   machine's cores would allow if the bridge cost only our decode plus the
+#   plain producer per row.
 # - memory: the bridge's VmHWM after workload (b).
 # - failover: takeover times of scripts/chaos.sh rounds (kill -9 and SIGTERM).
 set -euo pipefail
@@ -112,6 +119,7 @@ rm -rf "$DIR" && mkdir -p "$DIR"
 RESULTS=$DIR/results.txt
 : >"$RESULTS"
 record() { echo "$*" >>"$RESULTS"; } # ROW key=value ...
+record "machine cores=$(nproc)"
 
 say "building (release)"
 cargo build -q --release --bin binlog-bridge --example bench_tool --example mock_broker
@@ -188,8 +196,8 @@ esac
 # and result-name prefix) and BK_CREATE (the bridge's create_topics).
 broker_env() {
   case "$1" in
-    tansu) BK_ADDR=$BB_KAFKA_BROKERS BK_PREFIX= BK_CREATE=true ;;
-    mock) BK_ADDR=$MOCK_BROKERS BK_PREFIX=mock- BK_CREATE=false ;;
+    tansu) BK_ADDR=$BB_KAFKA_BROKERS BK_PREFIX= BK_CREATE=true BK_PID=$(cat "$BB_DEV_DIR/broker.pid" 2>/dev/null) ;;
+    mock) BK_ADDR=$MOCK_BROKERS BK_PREFIX=mock- BK_CREATE=false BK_PID=$MOCK_PID ;;
   esac
 }
 
@@ -305,6 +313,12 @@ EOF
 start_bridge() { # CONFIG LOG [BINARY]
   "${3:-$BIN}" --config "$1" run >"$2" 2>&1 &
   BRIDGE_PID=$!
+  if [ -n "${BB_BENCH_PERF:-}" ]; then # profile each measured bridge: perf report -i DIR/NAME.perf.data
+    mkdir -p "$BB_BENCH_PERF"
+    # shellcheck disable=SC2086 # BB_BENCH_PERF_ARGS is a list of perf options
+    perf record -q ${BB_BENCH_PERF_ARGS:--F 499 -g} -p "$BRIDGE_PID" -o "$BB_BENCH_PERF/$(basename "$2" .log).perf.data" >/dev/null 2>&1 &
+    PERF_PID=$!
+  fi
 }
 
 stop_bridge() {
@@ -315,6 +329,11 @@ stop_bridge() {
   kill -KILL "$BRIDGE_PID" 2>/dev/null || true
   wait "$BRIDGE_PID" 2>/dev/null || true
   BRIDGE_PID=
+  if [ -n "${PERF_PID:-}" ]; then
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=
+  fi
 }
 
 wait_streaming() { # waits up to 30 s for /status to say streaming
@@ -360,9 +379,10 @@ for w in $WORKLOADS; do
   for broker in $BROKERS; do
     broker_env "$broker"
     say "workload ($w), $broker broker: decode and produce limits"
-    fixed=()
-    [ "$broker" = tansu ] || fixed=(--fixed-topics "limits-$w")
-    out=$("$TOOL" limits "${BINLOGS[@]}" --brokers "$BK_ADDR" --runs "$LIMIT_RUNS" "${fixed[@]}") || die "limits ($w, $broker) failed"
+    opts=()
+    [ "$broker" = tansu ] || opts=(--fixed-topics "limits-$w")
+    [ -z "$BK_PID" ] || opts+=(--broker-pid "$BK_PID")
+    out=$("$TOOL" limits "${BINLOGS[@]}" --brokers "$BK_ADDR" --runs "$LIMIT_RUNS" "${opts[@]}") || die "limits ($w, $broker) failed"
     echo "$out" >&2
     res=$(grep '^RESULT' <<<"$out")
     record "${BK_PREFIX}limits_$w ${res#RESULT }"
@@ -382,7 +402,11 @@ for w in $WORKLOADS; do
       bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
       start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
       say "workload ($w), $broker broker: bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
-      out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID") ||
+      # CPU time of the broker and of MariaDB over the same window as the bridge's.
+      cpu_pids=()
+      [ -z "$BK_PID" ] || cpu_pids+=(--cpu-pid "broker=$BK_PID")
+      [ ! -s "$BB_DEV_DIR/mariadb.pid" ] || cpu_pids+=(--cpu-pid "mariadb=$(cat "$BB_DEV_DIR/mariadb.pid")")
+      out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID" "${cpu_pids[@]}") ||
         die "end-to-end ($w, $mode, $broker) failed; see $DIR/$tag.log"
       echo "$out" >&2
       record "${BK_PREFIX}e2e_${w}_$run ${out#RESULT }"
