@@ -196,7 +196,7 @@ esac
 # and result-name prefix) and BK_CREATE (the bridge's create_topics).
 broker_env() {
   case "$1" in
-    tansu) BK_ADDR=$BB_KAFKA_BROKERS BK_PREFIX= BK_CREATE=true BK_PID=$(cat "$BB_DEV_DIR/broker.pid" 2>/dev/null) ;;
+    tansu) BK_ADDR=$BB_KAFKA_BROKERS BK_PREFIX= BK_CREATE=true BK_PID=$(cat "$BB_DEV_DIR/broker.pid" 2>/dev/null || true) ;;
     mock) BK_ADDR=$MOCK_BROKERS BK_PREFIX=mock- BK_CREATE=false BK_PID=$MOCK_PID ;;
   esac
 }
