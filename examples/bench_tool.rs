@@ -308,13 +308,15 @@ impl CpuMark {
         }
     }
 
-    /// CPU seconds (this process, the broker) spent since `self`.
-    fn spent(&self, broker: Option<u32>) -> (f64, Option<f64>) {
+    /// The run that began at `start` (and at `self`) ends now.
+    fn timed(&self, start: Instant, broker: Option<u32>) -> Timed {
+        let took = start.elapsed();
         let now = CpuMark::now(broker);
-        (
-            now.me - self.me,
-            now.broker.zip(self.broker).map(|(b, a)| b - a),
-        )
+        Timed {
+            took,
+            cpu: now.me - self.me,
+            broker_cpu: now.broker.zip(self.broker).map(|(b, a)| b - a),
+        }
     }
 }
 
@@ -408,13 +410,7 @@ async fn run_plain(
     for (f, _) in pending {
         f.await?.map_err(|(e, _)| e)?;
     }
-    let took = start.elapsed();
-    let (cpu, broker_cpu) = mark.spent(broker_pid);
-    Ok(Timed {
-        took,
-        cpu,
-        broker_cpu,
-    })
+    Ok(mark.timed(start, broker_pid))
 }
 
 async fn run_sink(
@@ -429,13 +425,7 @@ async fn run_sink(
         sink.send(ev).await?;
     }
     sink.flush(Duration::from_secs(600)).await?;
-    let took = start.elapsed();
-    let (cpu, broker_cpu) = mark.spent(broker_pid);
-    Ok(Timed {
-        took,
-        cpu,
-        broker_cpu,
-    })
+    Ok(mark.timed(start, broker_pid))
 }
 
 fn mariadb_binlog(files: &[String]) -> Result<Duration, Error> {
