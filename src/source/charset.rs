@@ -130,23 +130,22 @@ fn utf16_units(b: &[u8], big_endian: bool, what: &str) -> Result<String, DecodeE
 pub fn decode_text(cs: Charset, bytes: &[u8], what: &str) -> Result<Text, DecodeError> {
     match cs {
         Charset::Utf8mb4 | Charset::Utf8mb3 | Charset::Ascii | Charset::Binary => {
-            match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(Text::from(s)),
-                Err(e) => Err(DecodeError(format!("{what}: invalid UTF-8: {e}"))),
-            }
+            utf8(bytes, what).map(Text::from)
         }
         _ => decode(cs, bytes, what).map(Text::from),
     }
+}
+
+/// Stored bytes of a UTF-8 (or ASCII, or binary) column, checked.
+fn utf8<'a>(bytes: &'a [u8], what: &str) -> Result<&'a str, DecodeError> {
+    std::str::from_utf8(bytes).map_err(|e| DecodeError(format!("{what}: invalid UTF-8: {e}")))
 }
 
 /// Convert stored bytes in `cs` to a Rust string.
 pub fn decode(cs: Charset, bytes: &[u8], what: &str) -> Result<String, DecodeError> {
     match cs {
         Charset::Utf8mb4 | Charset::Utf8mb3 | Charset::Ascii | Charset::Binary => {
-            match std::str::from_utf8(bytes) {
-                Ok(s) => Ok(s.to_string()),
-                Err(e) => Err(DecodeError(format!("{what}: invalid UTF-8: {e}"))),
-            }
+            utf8(bytes, what).map(str::to_string)
         }
         Charset::Latin1 => Ok(bytes
             .iter()

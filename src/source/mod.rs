@@ -357,6 +357,7 @@ impl BinlogSource {
     }
 
     async fn dump(&mut self, conn: mysql_async::Conn, from: &DumpFrom) -> Result<(), SourceError> {
+        // The old dump's connection is closed before the new one asks.
         self.stream = None;
         self.stream = Some(
             connection::start_dump(

@@ -291,8 +291,8 @@ pub fn decimal(
             "{what}: bad DECIMAL({precision},{scale})"
         )));
     }
-    // One allocation, the result: the bytes are flipped in a stack copy and
-    // the digits written to stack buffers (decimal_size(65, 30) is 30 bytes;
+    // No allocation but the result's (none up to 24 characters): the bytes
+    // are flipped in a stack copy and the digits written to stack buffers (decimal_size(65, 30) is 30 bytes;
     // a group reads at most 4 bytes, 10 digits even when corrupt).
     let size = decimal_size(precision, scale);
     let raw = r.take(size, what)?;
