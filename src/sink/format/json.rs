@@ -233,22 +233,98 @@ impl JsonWriter {
 /// Shortest round-trip text of a finite float, plain for everyday
 /// magnitudes and in exponent form (`-1.5e300`, `1e-7`) outside
 /// 1e-5..1e16, so huge DOUBLEs do not print 300 digits. Valid JSON either way.
-pub(crate) fn float_text<T: std::fmt::Display + std::fmt::LowerExp>(x: T, abs: f64) -> String {
+pub(crate) fn float_text<T: zmij::Float>(x: T, abs: f64) -> String {
     let mut buf = Vec::with_capacity(24);
     write_float(&mut buf, x, abs);
-    // Display and LowerExp of a float write ASCII only.
+    // Digits, '-', '.' and 'e' only.
     String::from_utf8(buf).unwrap_or_default()
 }
 
 /// [`float_text`] appended to `buf` (no String in between: the encoders'
-/// hot path).
-fn write_float<T: std::fmt::Display + std::fmt::LowerExp>(buf: &mut Vec<u8>, x: T, abs: f64) {
-    // Writing to a Vec cannot fail.
-    let _ = if abs == 0.0 || (1e-5..1e16).contains(&abs) {
-        write!(buf, "{x}")
-    } else {
-        write!(buf, "{x:e}")
+/// hot path). The text is the one `{x}` (plain) or `{x:e}` (exponent form)
+/// prints; the shortest digits come from zmij, several times faster than
+/// `core::fmt`'s, and are laid out here (a test compares the two).
+fn write_float<T: zmij::Float>(buf: &mut Vec<u8>, x: T, abs: f64) {
+    let mut b = zmij::Buffer::new();
+    let text = b.format_finite(x).as_bytes();
+    let (neg, text) = match text.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        _ => (false, text),
     };
+    // text = mantissa ['e' exponent]; the value is 0.DIGITS x 10^point.
+    let (mant, exp) = match text.iter().position(|&c| c == b'e') {
+        Some(i) => (&text[..i], parse_exponent(&text[i + 1..])),
+        None => (text, 0),
+    };
+    // Digits without the '.', and how many of them come before it.
+    let mut digits = [0u8; 32];
+    let mut n = 0;
+    let mut point: Option<i32> = None;
+    for &c in mant {
+        if c == b'.' {
+            point = Some(n as i32);
+        } else if n < digits.len() {
+            digits[n] = c;
+            n += 1;
+        }
+    }
+    let mut point = point.unwrap_or(n as i32);
+    let lead = digits[..n].iter().take_while(|&&c| c == b'0').count();
+    digits.copy_within(lead..n, 0);
+    n -= lead;
+    point -= lead as i32;
+    while n > 0 && digits[n - 1] == b'0' {
+        n -= 1;
+    }
+    let point = point + exp;
+    if neg {
+        buf.push(b'-');
+    }
+    if n == 0 {
+        buf.push(b'0');
+        return;
+    }
+    let d = &digits[..n];
+    if abs == 0.0 || (1e-5..1e16).contains(&abs) {
+        if point <= 0 {
+            buf.extend_from_slice(b"0.");
+            buf.resize(buf.len() + (-point) as usize, b'0');
+            buf.extend_from_slice(d);
+        } else if point as usize >= n {
+            buf.extend_from_slice(d);
+            buf.resize(buf.len() + (point as usize - n), b'0');
+        } else {
+            buf.extend_from_slice(&d[..point as usize]);
+            buf.push(b'.');
+            buf.extend_from_slice(&d[point as usize..]);
+        }
+    } else {
+        buf.push(d[0]);
+        if n > 1 {
+            buf.push(b'.');
+            buf.extend_from_slice(&d[1..]);
+        }
+        buf.push(b'e');
+        let mut ib = itoa::Buffer::new();
+        buf.extend_from_slice(ib.format(point - 1).as_bytes());
+    }
+}
+
+/// The exponent after zmij's 'e': optional sign, then digits.
+fn parse_exponent(t: &[u8]) -> i32 {
+    let (neg, t) = match t.split_first() {
+        Some((b'-', rest)) => (true, rest),
+        Some((b'+', rest)) => (false, rest),
+        _ => (false, t),
+    };
+    let v = t
+        .iter()
+        .fold(0i32, |v, &c| v * 10 + i32::from(c.wrapping_sub(b'0')));
+    if neg {
+        -v
+    } else {
+        v
+    }
 }
 
 /// `n` in decimal, zero-padded to at least `width` digits (`{n:0width$}`).
@@ -392,6 +468,108 @@ pub(crate) fn is_json_number(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout `write_float` reproduces: std's shortest `Display` and
+    /// `LowerExp` of the float (what it wrote before it used zmij).
+    fn float_reference<T: std::fmt::Display + std::fmt::LowerExp>(x: T, abs: f64) -> String {
+        if abs == 0.0 || (1e-5..1e16).contains(&abs) {
+            format!("{x}")
+        } else {
+            format!("{x:e}")
+        }
+    }
+
+    #[test]
+    fn floats_print_as_std_prints_them() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_f10a7);
+        let mut doubles = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            0.3,
+            1e-5,
+            9.999999999999999e-6,
+            1e16,
+            9999999999999998.0,
+            123456789.125,
+            f64::MAX,
+            f64::MIN,
+            f64::MIN_POSITIVE,
+            5e-324,
+            1e22,
+            1e23,
+            2.5e-8,
+        ];
+        let mut floats = vec![
+            0.0f32,
+            -0.0,
+            0.1,
+            1e-7,
+            16777216.0,
+            f32::MAX,
+            f32::MIN_POSITIVE,
+            1e-45,
+            3.4e38,
+        ];
+        for _ in 0..1_000_000 {
+            doubles.push(f64::from_bits(rng.gen()));
+            floats.push(f32::from_bits(rng.gen()));
+            // Everyday magnitudes, where random bits rarely land.
+            doubles.push(rng.gen_range(-1e6..1e6));
+            doubles.push((rng.gen_range(-1e9..1e9f64) * 100.0).round() / 100.0);
+            floats.push(rng.gen_range(-1e4..1e4f32));
+        }
+        let mut ties = 0;
+        for x in doubles.into_iter().filter(|x| x.is_finite()) {
+            let mut buf = Vec::new();
+            write_float(&mut buf, x, x.abs());
+            let ours = String::from_utf8(buf).unwrap();
+            let std = float_reference(x, x.abs());
+            if ours != std {
+                ties += 1;
+                same_but_for_a_tie(&ours, &std);
+                assert_eq!(ours.parse::<f64>().ok(), Some(x), "{ours} reads back");
+            }
+        }
+        for x in floats.into_iter().filter(|x| x.is_finite()) {
+            let abs = f64::from(x.abs());
+            let mut buf = Vec::new();
+            write_float(&mut buf, x, abs);
+            let ours = String::from_utf8(buf).unwrap();
+            let std = float_reference(x, abs);
+            if ours != std {
+                ties += 1;
+                same_but_for_a_tie(&ours, &std);
+                assert_eq!(ours.parse::<f32>().ok(), Some(x), "{ours} reads back");
+            }
+        }
+        // Only exact halves differ (most from the cent-rounded doubles).
+        assert!(ties < 40_000, "{ties} of 5 million differ from std");
+    }
+
+    /// Where the value lies exactly halfway between two shortest digit
+    /// strings, zmij rounds the last digit to even and std up: the same
+    /// layout, only the last digit differs, by one.
+    fn same_but_for_a_tie(ours: &str, std: &str) {
+        let (a, b) = (ours.as_bytes(), std.as_bytes());
+        assert_eq!(a.len(), b.len(), "{ours} vs std {std}");
+        let diff: Vec<usize> = (0..a.len()).filter(|&i| a[i] != b[i]).collect();
+        assert_eq!(diff.len(), 1, "{ours} vs std {std}");
+        let i = diff[0];
+        assert!(
+            a[i].is_ascii_digit() && b[i].is_ascii_digit(),
+            "{ours} vs std {std}"
+        );
+        assert_eq!(a[i].abs_diff(b[i]), 1, "{ours} vs std {std}");
+        assert!(
+            i + 1 == a.len() || !a[i + 1].is_ascii_digit(),
+            "last digit: {ours} vs std {std}"
+        );
+        assert_eq!((a[i] - b'0') % 2, 0, "rounded to even: {ours} vs std {std}");
+    }
 
     #[test]
     fn writes_nested_structures_that_serde_reads_back() {
