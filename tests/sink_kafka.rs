@@ -527,7 +527,11 @@ async fn the_send_margin_holds_hand_offs_until_the_lease_moves_on() {
     sink.send(&ev(0)).await.unwrap();
 
     // Inside the margin: held until a "keep-alive" moves the deadline on.
-    *lease.lock().unwrap() = Instant::now() + Duration::from_millis(800);
+    // A lease's deadline only moves forward (the sink relies on it), so a
+    // new lease starts inside the margin.
+    let lease = Arc::new(Mutex::new(Instant::now() + Duration::from_millis(800)));
+    let read = lease.clone();
+    sink.set_deadline_fn(move || *read.lock().unwrap());
     let renew = lease.clone();
     let renewer = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(300)).await;
@@ -543,18 +547,23 @@ async fn the_send_margin_holds_hand_offs_until_the_lease_moves_on() {
         Some(pos("binlog.000007", 4, 2))
     );
 
-    // Inside the margin and never renewed: no hand-off, then the deadline error.
-    *lease.lock().unwrap() = Instant::now() + Duration::from_millis(400);
+    // Never renewed: a hand-off while the deadline is more than the margin
+    // away, then none once it is within it (the deadline read before is not
+    // trusted there), then the deadline error.
+    let end = Instant::now() + Duration::from_millis(1500);
+    sink.set_deadline_fn(move || end);
+    sink.send(&ev(2)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let started = Instant::now();
-    let e = sink.send(&ev(2)).await.unwrap_err();
+    let e = sink.send(&ev(3)).await.unwrap_err();
     assert!(matches!(e, SinkError::DeadlinePassed), "{e}");
-    assert!(started.elapsed() >= Duration::from_millis(350));
-    assert_eq!(sink.acked_position(), Some(pos("binlog.000007", 4, 2)));
-    let got = consume(&format!("{prefix}.shop.margin"), 2);
+    assert!(started.elapsed() >= Duration::from_millis(800));
+    assert_eq!(sink.acked_position(), Some(pos("binlog.000007", 4, 3)));
+    let got = consume(&format!("{prefix}.shop.margin"), 3);
     let mut ids: Vec<_> = got
         .iter()
         .filter_map(|m| m.value["after"]["id"].as_i64())
         .collect();
     ids.sort_unstable();
-    assert_eq!(ids, vec![0, 1]);
+    assert_eq!(ids, vec![0, 1, 2]);
 }

@@ -125,6 +125,9 @@ pub struct KafkaSink {
     /// The live deadline, read right before every hand-off (it moves with
     /// every lease keep-alive); wins over `deadline` when set.
     deadline_fn: Option<DeadlineFn>,
+    /// The deadline as last read. The live one never moves back, so while the
+    /// clock is a send margin short of this one no read is needed.
+    deadline_seen: Option<Instant>,
     /// No hand-off this close to the deadline: a message handed off earlier is
     /// delivered or failed by the producer's own timeout before the lease can
     /// expire (idempotent delivery; see [`KafkaSink::set_send_margin`]).
@@ -144,6 +147,9 @@ pub struct KafkaSink {
     /// Messages and value+key bytes handed to the producer so far (batch sizing).
     sent_messages: u64,
     sent_bytes: u64,
+    /// The topic of the last message and its partition count: consecutive
+    /// messages of one table skip the topic lookups.
+    last_topic: Option<(Arc<str>, usize)>,
 }
 
 /// The ops counters the sink feeds from delivery acknowledgements.
@@ -151,6 +157,8 @@ struct SinkMetrics {
     produced: Arc<ProducedByTopic>,
     latency: Arc<Histogram>,
     topics: std::collections::HashMap<Arc<str>, Arc<TopicProduced>>,
+    /// The last topic's entry of `topics` (the next message's, as a rule).
+    last: Option<(Arc<str>, Arc<TopicProduced>)>,
 }
 
 impl KafkaSink {
@@ -192,6 +200,7 @@ impl KafkaSink {
             stopped: None,
             deadline: None,
             deadline_fn: None,
+            deadline_seen: None,
             send_margin: Duration::ZERO,
             in_send: false,
             skipper: None,
@@ -200,6 +209,7 @@ impl KafkaSink {
             metrics: None,
             sent_messages: 0,
             sent_bytes: 0,
+            last_topic: None,
         })
     }
 
@@ -210,6 +220,7 @@ impl KafkaSink {
             produced,
             latency,
             topics: Default::default(),
+            last: None,
         });
         self
     }
@@ -316,13 +327,18 @@ impl KafkaSink {
     /// and `send` returns [`SinkError::DeadlinePassed`]. `None` removes the gate.
     pub fn set_deadline(&mut self, deadline: Option<Instant>) {
         self.deadline = deadline;
+        self.deadline_seen = None;
     }
 
-    /// Gate output on a deadline that moves: `f` is called right before
-    /// every hand-off to the producer (after any wait for room in the
-    /// window), so a wait never uses a stale deadline.
+    /// Gate output on a deadline that moves forward only (a lease's, which
+    /// each answered keep-alive extends): it is checked right before every
+    /// hand-off to the producer (after any wait for room in the window),
+    /// against the clock read then. `f` is called when the clock comes
+    /// within the send margin of the deadline `f` last returned, so a wait
+    /// never uses a stale deadline.
     pub fn set_deadline_fn(&mut self, f: impl Fn() -> Instant + Send + Sync + 'static) {
         self.deadline_fn = Some(Box::new(f));
+        self.deadline_seen = None;
     }
 
     /// Stop handing messages to the producer `margin` before the deadline
@@ -332,6 +348,7 @@ impl KafkaSink {
     /// expire, so a successor needs no fence delay of its own.
     pub fn set_send_margin(&mut self, margin: Duration) {
         self.send_margin = margin;
+        self.deadline_seen = None;
     }
 
     /// Skip messages a previous leader already wrote (idempotent delivery's
@@ -464,6 +481,10 @@ impl KafkaSink {
     }
 
     async fn emit(&mut self, ev: &ChangeEvent, last_in_txn: bool) -> Result<(), SinkError> {
+        if let EventKind::Commit = ev.kind {
+            self.tracker.push_resume(ev.position.clone());
+            return Ok(());
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -547,22 +568,30 @@ impl KafkaSink {
     /// The lease gate, right before a hand-off: an error once the deadline
     /// has passed; inside the send margin, wait for a keep-alive to move the
     /// deadline on (it does every TTL/10 while etcd answers).
-    /// Returns the time it read last, if it read one (the hand-off's time).
-    async fn wait_for_gate(&mut self) -> Result<Option<Instant>, SinkError> {
+    /// `now` is the clock read just before; returns the time it read last
+    /// (the hand-off's time).
+    async fn wait_for_gate(&mut self, mut now: Instant) -> Result<Instant, SinkError> {
+        if self
+            .deadline_seen
+            .is_some_and(|d| now + self.send_margin < d)
+        {
+            return Ok(now);
+        }
         loop {
             let Some(d) = self.deadline_fn.as_ref().map(|f| f()).or(self.deadline) else {
-                return Ok(None);
+                return Ok(now);
             };
-            let now = Instant::now();
+            self.deadline_seen = Some(d);
             if now >= d {
                 self.abort();
                 self.stopped = Some("the send deadline (lease) passed".into());
                 return Err(SinkError::DeadlinePassed);
             }
             if now + self.send_margin < d {
-                return Ok(Some(now));
+                return Ok(now);
             }
             tokio::time::sleep((d - now).min(GATE_POLL)).await;
+            now = Instant::now();
         }
     }
 
@@ -575,21 +604,31 @@ impl KafkaSink {
         ev: &ChangeEvent,
         part: u32,
     ) -> Result<(), SinkError> {
-        self.producer.ensure_topic(&topic).await?;
+        let partitions = match &self.last_topic {
+            Some((t, n)) if Arc::ptr_eq(t, &topic) => *n,
+            _ => {
+                self.producer.ensure_topic(&topic).await?;
+                let n = self.producer.partitions_of(&topic).unwrap_or(1);
+                self.last_topic = Some((topic.clone(), n));
+                n
+            }
+        };
         // The sink picks the partition itself (murmur2 of the key, as Java
         // producers do) so that a takeover knows where each event went.
-        let partition = partition_for(key, self.producer.partitions_of(&topic).unwrap_or(1));
+        let partition = partition_for(key, partitions);
         if let Some(s) = &mut self.skipper {
             if s.skip(&topic, partition, (&ev.position, part)) {
                 return Ok(());
             }
         }
         let bytes = (key.map_or(0, <[u8]>::len) + value.len()) as u64;
+        // One clock read for the age-based checks and the gate, unless the
+        // window makes this message wait.
+        let mut now = Instant::now();
         loop {
-            // One clock read for both age-based checks of this round.
-            let now = self.max_age.map(|_| Instant::now());
-            if self.tracker.in_flight() < self.effective_window(now)
-                && !self.oldest_too_old(now)
+            let age_now = self.max_age.map(|_| now);
+            if self.tracker.in_flight() < self.effective_window(age_now)
+                && !self.oldest_too_old(age_now)
                 && !self.bytes_full(bytes)
             {
                 break;
@@ -597,8 +636,9 @@ impl KafkaSink {
             if let Err(reason) = self.tracker.wait_one().await {
                 return Err(self.stop(reason));
             }
+            now = Instant::now();
         }
-        let gate_time = self.wait_for_gate().await?;
+        let sent = self.wait_for_gate(now).await?;
         loop {
             match self.producer.send(
                 &topic,
@@ -615,13 +655,19 @@ impl KafkaSink {
                 ),
             ) {
                 Ok(inner) => {
-                    let sent = gate_time.unwrap_or_else(Instant::now);
                     let count = self.metrics.as_mut().map(|m| {
-                        let t = m
-                            .topics
-                            .entry(topic.clone())
-                            .or_insert_with(|| m.produced.topic(&topic))
-                            .clone();
+                        let t = match &m.last {
+                            Some((name, t)) if Arc::ptr_eq(name, &topic) => t.clone(),
+                            _ => {
+                                let t = m
+                                    .topics
+                                    .entry(topic.clone())
+                                    .or_insert_with(|| m.produced.topic(&topic))
+                                    .clone();
+                                m.last = Some((topic.clone(), t.clone()));
+                                t
+                            }
+                        };
                         let bytes = key.map_or(0, <[u8]>::len) + value.len();
                         (t, bytes, sent, m.latency.clone())
                     });

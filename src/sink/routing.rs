@@ -151,6 +151,9 @@ pub struct Router {
     keyless: Keyless,
     filter: TableFilter,
     routes: HashMap<String, HashMap<String, Arc<Route>>>,
+    /// The route handed out last: the next event's, as a rule (events of one
+    /// table come in runs and share one `Arc<TableSchema>`).
+    last: Option<Arc<Route>>,
 }
 
 impl Router {
@@ -162,12 +165,14 @@ impl Router {
             keyless: cfg.keyless,
             filter,
             routes: HashMap::new(),
+            last: None,
         }
     }
 
     pub fn set_filter(&mut self, filter: TableFilter) {
         self.filter = filter;
         self.routes.clear();
+        self.last = None;
     }
 
     /// Whether the table filter lets this schema change through
@@ -184,6 +189,21 @@ impl Router {
     /// [`Router::route`], shared: the sink holds it across its sends
     /// without copying the key rule for every row.
     pub fn route_shared(&mut self, table: &Arc<TableSchema>) -> Result<&Arc<Route>, SinkError> {
+        let hit = self
+            .last
+            .as_ref()
+            .is_some_and(|r| Arc::ptr_eq(&r.schema, table));
+        if !hit {
+            let route = self.lookup(table)?;
+            self.last = Some(route);
+        }
+        self.last
+            .as_ref()
+            .ok_or_else(|| SinkError::Internal("route vanished from cache".into()))
+    }
+
+    /// The cached route of `table`, computed first if missing or stale.
+    fn lookup(&mut self, table: &Arc<TableSchema>) -> Result<Arc<Route>, SinkError> {
         let fresh = match self
             .routes
             .get(&table.database)
@@ -210,6 +230,7 @@ impl Router {
         self.routes
             .get(&table.database)
             .and_then(|m| m.get(&table.table))
+            .cloned()
             .ok_or_else(|| SinkError::Internal("route vanished from cache".into()))
     }
 
