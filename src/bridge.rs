@@ -49,6 +49,13 @@ mod txn;
 const READ_AHEAD: usize = 4096;
 /// Events taken from the reader's channel at once (see [`next_batched`]).
 const RECV_BATCH: usize = 256;
+/// Events handed to the sink straight from the taken batch before the loop
+/// looks at the session, a stop and the checkpoint tick again. Each look
+/// builds and drops a waiter on two cancellation tokens and the timer (perf:
+/// ~4% of a streaming bridge when done for every event); 64 events take
+/// well under a millisecond, and the sink checks the lease deadline before
+/// every message regardless.
+const EVENTS_PER_LOOK: u32 = 64;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
@@ -355,47 +362,54 @@ impl LeaderWork for Bridge {
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
+        let mut since_look = 0u32;
         let result: Result<(), WorkError> = loop {
-            let ev = tokio::select! {
-                biased;
-                _ = ctx.lost().cancelled() => {
-                    sink.abort();
-                    break Err(WorkError::SessionLost);
-                }
-                _ = ctx.stop().cancelled() => break Ok(()),
-                _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
-                    if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
-                        break Err(e);
+            let ev = if since_look < EVENTS_PER_LOOK && !batch.is_empty() {
+                since_look += 1;
+                batch.pop()
+            } else {
+                since_look = 0;
+                tokio::select! {
+                    biased;
+                    _ = ctx.lost().cancelled() => {
+                        sink.abort();
+                        break Err(WorkError::SessionLost);
                     }
-                    continue;
-                }
-                _ = tick.tick() => {
-                    if let Err(e) = ondemand.poll(&ctx).await {
-                        break Err(e);
-                    }
-                    self.publish(&mut counts, &sink, last.as_ref());
-                    self.follow_outage(&outage, &mut down);
-                    let mut topics = sink.topics();
-                    topics.sort();
-                    if topics != topics_recorded {
-                        ctx.checkpoint.set_extra("topics", serde_json::json!(topics)).await;
-                        topics_recorded = topics;
-                    }
-                    match sink.poll_acks() {
-                        Ok(Some(p)) => {
-                            let started = std::time::Instant::now();
-                            if ctx.checkpoint.acked(&p).await? {
-                                self.ops.metrics.checkpoint_commit_seconds.observe(started.elapsed());
-                                self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());
-                                self.ops.update(|s| s.checkpoint = Some(p.to_string()));
-                            }
+                    _ = ctx.stop().cancelled() => break Ok(()),
+                    _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
+                        if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
+                            break Err(e);
                         }
-                        Ok(None) => {}
-                        Err(e) => break Err(self.sink_failed(e)),
+                        continue;
                     }
-                    continue;
+                    _ = tick.tick() => {
+                        if let Err(e) = ondemand.poll(&ctx).await {
+                            break Err(e);
+                        }
+                        self.publish(&mut counts, &sink, last.as_ref());
+                        self.follow_outage(&outage, &mut down);
+                        let mut topics = sink.topics();
+                        topics.sort();
+                        if topics != topics_recorded {
+                            ctx.checkpoint.set_extra("topics", serde_json::json!(topics)).await;
+                            topics_recorded = topics;
+                        }
+                        match sink.poll_acks() {
+                            Ok(Some(p)) => {
+                                let started = std::time::Instant::now();
+                                if ctx.checkpoint.acked(&p).await? {
+                                    self.ops.metrics.checkpoint_commit_seconds.observe(started.elapsed());
+                                    self.ops.metrics.checkpoint_unix.set(crate::ops::unix_now());
+                                    self.ops.update(|s| s.checkpoint = Some(p.to_string()));
+                                }
+                            }
+                            Ok(None) => {}
+                            Err(e) => break Err(self.sink_failed(e)),
+                        }
+                        continue;
+                    }
+                    ev = next_batched(&mut rx, &mut batch) => ev,
                 }
-                ev = next_batched(&mut rx, &mut batch) => ev,
             };
             let ev = match ev {
                 Some(Ok(ev)) => ev,
