@@ -347,8 +347,7 @@ impl LeaderWork for Bridge {
 
         let outage = source.outage();
         let mut down = false;
-        let (mut rx, _abort_reader) = self.spawn_reader(source);
-        let mut batch = Vec::with_capacity(RECV_BATCH);
+        let (mut feed, _abort_reader) = self.spawn_reader(source);
 
         self.ops.update(|s| {
             s.streaming = true;
@@ -362,21 +361,17 @@ impl LeaderWork for Bridge {
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        let mut since_look = 0u32;
         let result: Result<(), WorkError> = loop {
-            let ev = if since_look < EVENTS_PER_LOOK && !batch.is_empty() {
-                since_look += 1;
-                batch.pop()
-            } else {
-                since_look = 0;
-                tokio::select! {
+            let ev = match feed.ready() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
                     biased;
                     _ = ctx.lost().cancelled() => {
                         sink.abort();
                         break Err(WorkError::SessionLost);
                     }
                     _ = ctx.stop().cancelled() => break Ok(()),
-                    _ = std::future::ready(()), if ondemand.due_idle(|| rx.is_empty()) => {
+                    _ = std::future::ready(()), if ondemand.due_idle(|| feed.is_empty()) => {
                         if let Err(e) = ondemand.deliver(&ctx, &mut sink).await {
                             break Err(e);
                         }
@@ -408,8 +403,8 @@ impl LeaderWork for Bridge {
                         }
                         continue;
                     }
-                    ev = next_batched(&mut rx, &mut batch) => ev,
-                }
+                    ev = feed.next() => ev,
+                },
             };
             let ev = match ev {
                 Some(Ok(ev)) => ev,
@@ -476,10 +471,7 @@ impl Bridge {
     fn spawn_reader(
         &self,
         mut source: BinlogSource,
-    ) -> (
-        mpsc::Receiver<Result<ChangeEvent, SourceError>>,
-        AbortOnDrop,
-    ) {
+    ) -> (Feed<Result<ChangeEvent, SourceError>>, AbortOnDrop) {
         let (tx, rx) = mpsc::channel::<Result<ChangeEvent, SourceError>>(READ_AHEAD);
         let ops = self.ops.clone();
         let reader = tokio::spawn(async move {
@@ -498,7 +490,48 @@ impl Bridge {
                 }
             }
         });
-        (rx, AbortOnDrop(reader))
+        (Feed::new(rx), AbortOnDrop(reader))
+    }
+}
+
+/// The reader's events as a leader loop takes them: from the channel in
+/// batches ([`next_batched`]), and up to [`EVENTS_PER_LOOK`] in a row
+/// without the loop's look at the session, a stop and its tick.
+struct Feed<T> {
+    rx: mpsc::Receiver<T>,
+    batch: Vec<T>,
+    since_look: u32,
+}
+
+impl<T> Feed<T> {
+    fn new(rx: mpsc::Receiver<T>) -> Self {
+        Feed {
+            rx,
+            batch: Vec::with_capacity(RECV_BATCH),
+            since_look: 0,
+        }
+    }
+
+    /// An event taken from the channel before, if the loop may hand it on
+    /// without looking around first; `None`: look, then await [`Self::next`].
+    fn ready(&mut self) -> Option<T> {
+        if self.since_look < EVENTS_PER_LOOK && !self.batch.is_empty() {
+            self.since_look += 1;
+            self.batch.pop()
+        } else {
+            self.since_look = 0;
+            None
+        }
+    }
+
+    /// The next event, waiting for the reader. Cancel-safe.
+    async fn next(&mut self) -> Option<T> {
+        next_batched(&mut self.rx, &mut self.batch).await
+    }
+
+    /// Nothing waits in the channel (taken events aside).
+    fn is_empty(&self) -> bool {
+        self.rx.is_empty()
     }
 }
 
@@ -942,8 +975,41 @@ mod fence_tests {
 
 #[cfg(test)]
 mod tests {
-    use super::{next_batched, RECV_BATCH};
+    use super::{next_batched, Feed, EVENTS_PER_LOOK, RECV_BATCH};
     use tokio::sync::mpsc;
+
+    /// Taken events come out in order, at most EVENTS_PER_LOOK in a row
+    /// without a look (ready() = None), and none is lost at a look.
+    #[tokio::test]
+    async fn the_feed_hands_on_taken_events_between_looks() {
+        let (tx, rx) = mpsc::channel::<usize>(1000);
+        for i in 0..300 {
+            tx.send(i).await.unwrap();
+        }
+        drop(tx);
+        let mut feed = Feed::new(rx);
+        let (mut got, mut run, mut looks) = (Vec::new(), 0u32, 0);
+        loop {
+            match feed.ready() {
+                Some(i) => {
+                    run += 1;
+                    assert!(run <= EVENTS_PER_LOOK, "{run} events without a look");
+                    got.push(i);
+                }
+                None => {
+                    looks += 1;
+                    run = 0;
+                    match feed.next().await {
+                        Some(i) => got.push(i),
+                        None => break,
+                    }
+                }
+            }
+        }
+        assert_eq!(got, (0..300).collect::<Vec<_>>());
+        // 300 events: 256 taken at once, then 44; one look per 65 events.
+        assert!((5..=8).contains(&looks), "{looks} looks");
+    }
 
     /// Every event comes out once, in the order sent, across batch
     /// boundaries and while the sender keeps filling a full channel; a

@@ -96,7 +96,7 @@ impl Bridge {
         ctx.checkpoint.flush().await?;
         tracing::info!(epoch = ctx.epoch, from = ?from, "streaming (transactional)");
 
-        let (mut rx, _abort_reader) = self.spawn_reader(source);
+        let (mut feed, _abort_reader) = self.spawn_reader(source);
         self.ops.update(|s| {
             s.streaming = true;
             s.reason = None;
@@ -108,18 +108,10 @@ impl Bridge {
         ));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
 
-        let mut batch = Vec::with_capacity(super::RECV_BATCH);
-        let mut since_look = 0u32;
         let result: Result<(), WorkError> = loop {
-            // As in the idempotent loop: events already taken from the
-            // channel go to the sink without a look at the session, a stop
-            // and the tick, up to EVENTS_PER_LOOK in a row.
-            let ev = if since_look < super::EVENTS_PER_LOOK && !batch.is_empty() {
-                since_look += 1;
-                batch.pop()
-            } else {
-                since_look = 0;
-                tokio::select! {
+            let ev = match feed.ready() {
+                Some(ev) => Some(ev),
+                None => tokio::select! {
                     biased;
                     _ = ctx.lost().cancelled() => {
                         driver.lease_lost().await;
@@ -136,8 +128,8 @@ impl Bridge {
                         }
                         continue;
                     }
-                    ev = super::next_batched(&mut rx, &mut batch) => ev,
-                }
+                    ev = feed.next() => ev,
+                },
             };
             let ev = match ev {
                 Some(Ok(ev)) => ev,
