@@ -147,9 +147,16 @@ pub struct KafkaSink {
     /// Messages and value+key bytes handed to the producer so far (batch sizing).
     sent_messages: u64,
     sent_bytes: u64,
-    /// The topic of the last message and its partition count: consecutive
-    /// messages of one table skip the topic lookups.
-    last_topic: Option<(Arc<str>, usize)>,
+    /// The last message's topic: consecutive messages of one table skip the
+    /// topic lookups.
+    last_topic: Option<LastTopic>,
+}
+
+/// A topic, its partition count and (metrics on) its counters.
+struct LastTopic {
+    name: Arc<str>,
+    partitions: usize,
+    counters: Option<Arc<TopicProduced>>,
 }
 
 /// The ops counters the sink feeds from delivery acknowledgements.
@@ -157,8 +164,6 @@ struct SinkMetrics {
     produced: Arc<ProducedByTopic>,
     latency: Arc<Histogram>,
     topics: std::collections::HashMap<Arc<str>, Arc<TopicProduced>>,
-    /// The last topic's entry of `topics` (the next message's, as a rule).
-    last: Option<(Arc<str>, Arc<TopicProduced>)>,
 }
 
 impl KafkaSink {
@@ -220,8 +225,8 @@ impl KafkaSink {
             produced,
             latency,
             topics: Default::default(),
-            last: None,
         });
+        self.last_topic = None;
         self
     }
 
@@ -481,26 +486,13 @@ impl KafkaSink {
     }
 
     async fn emit(&mut self, ev: &ChangeEvent, last_in_txn: bool) -> Result<(), SinkError> {
-        if let EventKind::Commit = ev.kind {
-            self.tracker.push_resume(ev.position.clone());
-            return Ok(());
-        }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         let pipeline = self.pipeline.clone();
-        let ctx = EncodeContext {
-            pipeline: &pipeline,
-            now_ms,
-            last_in_txn,
-            schema_include: self.schema_include,
-        };
         match &ev.kind {
             EventKind::Commit => {
                 self.tracker.push_resume(ev.position.clone());
             }
             EventKind::Schema(ddl) => {
+                let ctx = encode_context(&pipeline, last_in_txn, self.schema_include);
                 let target = format::classify_ddl(&ddl.statement, &ddl.database);
                 let encoded = if self.router.allows_ddl(&target, &ddl.statement) {
                     format::encode_ddl(self.format, ddl, &ev.txn, &ev.position, &ctx)
@@ -520,6 +512,7 @@ impl KafkaSink {
                 self.tracker.push_resume(ev.position.next_row());
             }
             EventKind::Row(row) => {
+                let ctx = encode_context(&pipeline, last_in_txn, self.schema_include);
                 let route = self.router.route_shared(&row.table)?.clone();
                 if route.included {
                     let split = split_key_change(row, &route.key);
@@ -604,13 +597,23 @@ impl KafkaSink {
         ev: &ChangeEvent,
         part: u32,
     ) -> Result<(), SinkError> {
-        let partitions = match &self.last_topic {
-            Some((t, n)) if Arc::ptr_eq(t, &topic) => *n,
+        let (partitions, counters) = match &self.last_topic {
+            Some(t) if Arc::ptr_eq(&t.name, &topic) => (t.partitions, t.counters.clone()),
             _ => {
                 self.producer.ensure_topic(&topic).await?;
-                let n = self.producer.partitions_of(&topic).unwrap_or(1);
-                self.last_topic = Some((topic.clone(), n));
-                n
+                let partitions = self.producer.partitions_of(&topic).unwrap_or(1);
+                let counters = self.metrics.as_mut().map(|m| {
+                    m.topics
+                        .entry(topic.clone())
+                        .or_insert_with(|| m.produced.topic(&topic))
+                        .clone()
+                });
+                self.last_topic = Some(LastTopic {
+                    name: topic.clone(),
+                    partitions,
+                    counters: counters.clone(),
+                });
+                (partitions, counters)
             }
         };
         // The sink picks the partition itself (murmur2 of the key, as Java
@@ -655,19 +658,7 @@ impl KafkaSink {
                 ),
             ) {
                 Ok(inner) => {
-                    let count = self.metrics.as_mut().map(|m| {
-                        let t = match &m.last {
-                            Some((name, t)) if Arc::ptr_eq(name, &topic) => t.clone(),
-                            _ => {
-                                let t = m
-                                    .topics
-                                    .entry(topic.clone())
-                                    .or_insert_with(|| m.produced.topic(&topic))
-                                    .clone();
-                                m.last = Some((topic.clone(), t.clone()));
-                                t
-                            }
-                        };
+                    let count = self.metrics.as_ref().zip(counters).map(|(m, t)| {
                         let bytes = key.map_or(0, <[u8]>::len) + value.len();
                         (t, bytes, sent, m.latency.clone())
                     });
@@ -775,6 +766,20 @@ impl KafkaSink {
             (Some(max), Some(now), Some(at)) => now.into_std().saturating_duration_since(at) >= max,
             _ => false,
         }
+    }
+}
+
+/// What the encoders need besides the event; the wall clock is read here,
+/// once per event that is encoded (a commit marker needs none).
+fn encode_context(pipeline: &str, last_in_txn: bool, schema_include: bool) -> EncodeContext<'_> {
+    EncodeContext {
+        pipeline,
+        now_ms: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0),
+        last_in_txn,
+        schema_include,
     }
 }
 
