@@ -41,7 +41,7 @@ use binlog_bridge::sink::reconcile::partition_for;
 use binlog_bridge::sink::routing::render_topic;
 use binlog_bridge::sink::KafkaSink;
 use binlog_bridge::source::charset::Charsets;
-use binlog_bridge::source::{Decoder, TableFilter};
+use binlog_bridge::source::{binlog_file, Decoder, TableFilter};
 use clap::{Parser, Subcommand};
 use mysql_async::prelude::Queryable;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
@@ -165,9 +165,7 @@ fn decode(files: &[String]) -> Result<(Vec<ChangeEvent>, Duration), Error> {
     for (i, path) in files.iter().enumerate() {
         let bytes = std::fs::read(path).map_err(|e| format!("{path}: {e}"))?;
         let name = file_name(path);
-        if bytes.get(..4) != Some(&[0xfe, b'b', b'i', b'n']) {
-            return Err(format!("{path} is not a binlog file (bad magic)").into());
-        }
+        let file_events = binlog_file::events(&bytes).map_err(|e| format!("{path}: {e}"))?;
         let start = Instant::now();
         if i == 0 {
             d.resume_at(&Position::new(name.as_str(), 4));
@@ -176,28 +174,13 @@ fn decode(files: &[String]) -> Result<(Vec<ChangeEvent>, Duration), Error> {
             // anyway, so an error names the right file.
             d.set_file(&name);
         }
-        let mut at = 4usize;
-        while at + 19 <= bytes.len() {
-            let size = u32::from_le_bytes([
-                bytes[at + 9],
-                bytes[at + 10],
-                bytes[at + 11],
-                bytes[at + 12],
-            ]) as usize;
-            if size < 19 {
-                return Err(
-                    format!("{path}: event at offset {at} claims {size} bytes (< 19)").into(),
-                );
-            }
-            let Some(ev) = bytes.get(at..at + size) else {
-                return Err(format!("{path}: truncated event at offset {at}").into());
-            };
+        for item in file_events {
+            let (at, ev) = item.map_err(|e| format!("{path}: {e}"))?;
             d.feed(ev)
                 .map_err(|e| format!("{path}: offset {at}: {e}"))?;
             while let Some(ev) = d.pop() {
                 out.push(ev);
             }
-            at += size;
         }
         spent += start.elapsed();
     }

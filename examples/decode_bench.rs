@@ -14,34 +14,22 @@ use std::time::{Duration, Instant};
 
 use binlog_bridge::event::{EventKind, Position};
 use binlog_bridge::source::charset::Charsets;
-use binlog_bridge::source::{Decoder, TableFilter};
+use binlog_bridge::source::{binlog_file, Decoder, TableFilter};
 
 fn decode(bytes: &[u8], name: &str) -> Result<(u64, Duration), String> {
-    if bytes.get(..4) != Some(&[0xfe, b'b', b'i', b'n']) {
-        return Err("not a binlog file (bad magic)".into());
-    }
+    let file_events = binlog_file::events(bytes).map_err(|e| e.to_string())?;
     let start = Instant::now();
     let mut d = Decoder::new(Arc::new(Charsets::default()), TableFilter::default(), false);
     d.resume_at(&Position::new(name, 4));
-    let mut at = 4usize;
     let mut rows = 0u64;
-    while at + 19 <= bytes.len() {
-        let size = u32::from_le_bytes([
-            bytes[at + 9],
-            bytes[at + 10],
-            bytes[at + 11],
-            bytes[at + 12],
-        ]) as usize;
-        let Some(ev) = bytes.get(at..at + size) else {
-            return Err(format!("truncated event at {at}"));
-        };
-        d.feed(ev).map_err(|e| e.to_string())?;
+    for item in file_events {
+        let (at, ev) = item.map_err(|e| e.to_string())?;
+        d.feed(ev).map_err(|e| format!("offset {at}: {e}"))?;
         while let Some(ev) = d.pop() {
             if matches!(ev.kind, EventKind::Row(_)) {
                 rows += 1;
             }
         }
-        at += size.max(19);
     }
     Ok((rows, start.elapsed()))
 }

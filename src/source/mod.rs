@@ -52,6 +52,7 @@
 //! TRANSACTION_PAYLOAD (`binlog_transaction_compression=ON`). The MySQL
 //! GTID dump request (COM_BINLOG_DUMP_GTID) is not exercised at all.
 
+pub mod binlog_file;
 pub mod bytes;
 pub mod charset;
 pub mod checks;
