@@ -33,29 +33,26 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Delivery, StartPosition};
 use crate::coord::Identity;
-use crate::event::{ChangeEvent, EventKind, Op, Position};
+use crate::event::{ChangeEvent, Position};
 use crate::ops::{OpsState, Role as OpsRole};
 use crate::pipeline::{self, LeaderContext, LeaderWork, Options, Role, WorkError};
-use crate::sink::probe::TxnSupport;
 use crate::sink::txn::TxnError;
 use crate::sink::{KafkaSink, SinkError, TableFilter};
 use crate::snapshot::ondemand_run::OnDemand;
 use crate::source::{BinlogSource, SourceError, SourceOptions, StartFrom};
 
-#[path = "bridge_txn.rs"]
+mod counts;
+mod delivery;
+mod feed;
 mod txn;
+
+use counts::Counts;
+pub use delivery::{delivery_name, delivery_timeout, resolve_delivery, FENCE_SLACK};
+use delivery::{fence_wait, producer_settings};
+use feed::Feed;
 
 /// Events read ahead of the sink. Bounded: a slow Kafka stops the reader.
 const READ_AHEAD: usize = 4096;
-/// Events taken from the reader's channel at once (see [`next_batched`]).
-const RECV_BATCH: usize = 256;
-/// Events handed to the sink straight from the taken batch before the loop
-/// looks at the session, a stop and the checkpoint tick again. Each look
-/// builds and drops a waiter on two cancellation tokens and the timer (perf:
-/// ~4% of a streaming bridge when done for every event); 64 events take
-/// well under a millisecond, and the sink checks the lease deadline before
-/// every message regardless.
-const EVENTS_PER_LOOK: u32 = 64;
 /// Checkpoint field: the leader that wrote it stopped gracefully, with
 /// everything it sent acknowledged.
 pub const CLEAN_STOP: &str = "clean_stop";
@@ -130,62 +127,6 @@ impl Bridge {
         StartPosition::parse(&self.config.mysql.start)
             .map(StartFrom::from)
             .map_err(|e| failed(BridgeError::Config(format!("mysql.start: {e}"))))
-    }
-}
-
-/// Per-table counts kept locally and published on each tick, so the hot path
-/// takes no lock and allocates nothing for a table it has seen.
-#[derive(Default)]
-struct Counts(HashMap<String, HashMap<String, [u64; 5]>>);
-
-const KINDS: [&str; 5] = ["insert", "update", "delete", "read", "ddl"];
-
-impl Counts {
-    fn add(&mut self, db: &str, table: &str, kind: usize) {
-        if let Some(t) = self.0.get_mut(db).and_then(|m| m.get_mut(table)) {
-            t[kind] += 1;
-            return;
-        }
-        let mut c = [0; 5];
-        c[kind] = 1;
-        self.0
-            .entry(db.to_string())
-            .or_default()
-            .insert(table.to_string(), c);
-    }
-
-    fn count(&mut self, ev: &ChangeEvent) {
-        match &ev.kind {
-            EventKind::Row(r) => {
-                let k = match r.op {
-                    Op::Insert => 0,
-                    Op::Update => 1,
-                    Op::Delete => 2,
-                    Op::Read => 3,
-                };
-                self.add(&r.table.database, &r.table.table, k);
-            }
-            EventKind::Schema(s) => self.add(&s.database, "", 4),
-            EventKind::Commit => {}
-        }
-    }
-
-    fn publish(&mut self, ops: &OpsState) {
-        for (db, tables) in self.0.iter_mut() {
-            for (table, c) in tables.iter_mut() {
-                let name = if table.is_empty() {
-                    db.clone()
-                } else {
-                    format!("{db}.{table}")
-                };
-                for (i, n) in c.iter_mut().enumerate() {
-                    if *n > 0 {
-                        ops.metrics.events_read.add(&name, KINDS[i], *n);
-                        *n = 0;
-                    }
-                }
-            }
-        }
     }
 }
 
@@ -494,104 +435,6 @@ impl Bridge {
     }
 }
 
-/// The reader's events as a leader loop takes them: from the channel in
-/// batches ([`next_batched`]), and up to [`EVENTS_PER_LOOK`] in a row
-/// without the loop's look at the session, a stop and its tick.
-struct Feed<T> {
-    rx: mpsc::Receiver<T>,
-    batch: Vec<T>,
-    since_look: u32,
-}
-
-impl<T> Feed<T> {
-    fn new(rx: mpsc::Receiver<T>) -> Self {
-        Feed {
-            rx,
-            batch: Vec::with_capacity(RECV_BATCH),
-            since_look: 0,
-        }
-    }
-
-    /// An event taken from the channel before, if the loop may hand it on
-    /// without looking around first; `None`: look, then await [`Self::next`].
-    fn ready(&mut self) -> Option<T> {
-        if self.since_look < EVENTS_PER_LOOK && !self.batch.is_empty() {
-            self.since_look += 1;
-            self.batch.pop()
-        } else {
-            self.since_look = 0;
-            None
-        }
-    }
-
-    /// The next event, waiting for the reader. Cancel-safe.
-    async fn next(&mut self) -> Option<T> {
-        next_batched(&mut self.rx, &mut self.batch).await
-    }
-
-    /// Nothing waits in the channel (taken events aside).
-    fn is_empty(&self) -> bool {
-        self.rx.is_empty()
-    }
-}
-
-/// The next event from the reader, taken from the channel up to
-/// [`RECV_BATCH`] at a time. The sink is usually the slower side, so the
-/// channel is full and the reader waits for room: taking events one by one
-/// woke the reader's thread for every event (perf: ~10% of a streaming
-/// bridge's CPU in the kernel's task switching); a batch frees its room in
-/// one go. Events are still handed out one at a time, so the loop checks the
-/// lease, a stop and the checkpoint tick between any two of them as before.
-/// Cancel-safe: `recv_many` is, and nothing is awaited after it.
-async fn next_batched<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>) -> Option<T> {
-    if batch.is_empty() {
-        if rx.recv_many(batch, RECV_BATCH).await == 0 {
-            return None;
-        }
-        // Popped from the back: oldest last.
-        batch.reverse();
-    }
-    batch.pop()
-}
-
-/// The name of a delivery mode as written in the config.
-pub fn delivery_name(d: Delivery) -> &'static str {
-    match d {
-        Delivery::Auto => "auto",
-        Delivery::Transactional => "transactional",
-        Delivery::Idempotent => "idempotent",
-        Delivery::AtLeastOnce => "at-least-once",
-    }
-}
-
-/// Resolve `kafka.delivery` against the broker: `auto` becomes
-/// `transactional` when the broker supports Kafka transactions, else
-/// `idempotent`; an explicit `transactional` on a broker without them is
-/// refused, naming `idempotent`. Other modes are returned as given, unprobed.
-pub async fn resolve_delivery(
-    kafka: &crate::config::KafkaConfig,
-    timeout: Duration,
-) -> Result<Delivery, BridgeError> {
-    if !matches!(kafka.delivery, Delivery::Auto | Delivery::Transactional) {
-        return Ok(kafka.delivery);
-    }
-    let cfg = kafka.clone();
-    let support =
-        tokio::task::spawn_blocking(move || crate::sink::probe::probe_transactions(&cfg, timeout))
-            .await
-            .map_err(|e| BridgeError::Config(format!("broker probe task failed: {e}")))??;
-    match (kafka.delivery, support) {
-        (Delivery::Auto, TxnSupport::Supported) => Ok(Delivery::Transactional),
-        (Delivery::Auto, TxnSupport::Missing(_)) => Ok(Delivery::Idempotent),
-        (_, TxnSupport::Supported) => Ok(Delivery::Transactional),
-        (_, TxnSupport::Missing(apis)) => Err(BridgeError::Txn(TxnError::Unsupported(format!(
-            "kafka.delivery = \"transactional\", but the broker at {} does not offer {}",
-            kafka.brokers,
-            apis.join(", ")
-        )))),
-    }
-}
-
 /// Partitions whose last message is a snapshot row: its table and key.
 type SnapshotTails = HashMap<(Arc<str>, i32), crate::snapshot::Tail>;
 
@@ -608,53 +451,6 @@ fn known_topics(ctx: &LeaderContext) -> Vec<String> {
         .and_then(|c| c.extra.get("topics"))
         .and_then(|v| serde_json::from_value(v.clone()).ok())
         .unwrap_or_default()
-}
-
-/// The producer timeout of idempotent delivery, from the lease TTL: half the
-/// TTL, at least 500 ms. A takeover waits this long (plus [`FENCE_SLACK`])
-/// before reading what the previous leader wrote.
-pub fn delivery_timeout(lease_ttl_secs: i64) -> Duration {
-    Duration::from_millis((lease_ttl_secs.max(1) as u64 * 500).clamp(500, 5000))
-}
-
-/// What of the fence delay a takeover still has to wait: the part the
-/// previous leader's send margin (recorded in its checkpoint) does not cover.
-fn fence_wait(
-    fence: Duration,
-    extra: Option<&serde_json::Map<String, serde_json::Value>>,
-) -> Duration {
-    let margin = extra
-        .and_then(|e| e.get(SEND_MARGIN_MS))
-        .and_then(serde_json::Value::as_u64)
-        .map_or(Duration::ZERO, Duration::from_millis);
-    fence.saturating_sub(margin)
-}
-
-/// Added to the delivery timeout to make the fence delay.
-pub const FENCE_SLACK: Duration = Duration::from_millis(100);
-
-/// The Kafka settings the delivery mode depends on. For exactly-once
-/// (idempotent) delivery no message may outlive the fence delay in the
-/// producer: `message.timeout.ms` and `request.timeout.ms` are bounded by
-/// [`delivery_timeout`], whatever `kafka.properties` says.
-fn producer_settings(
-    kafka: &crate::config::KafkaConfig,
-    ttl: i64,
-    exactly_once: bool,
-) -> crate::config::KafkaConfig {
-    let mut k = kafka.clone();
-    if exactly_once {
-        let ms = delivery_timeout(ttl).as_millis().to_string();
-        for prop in ["message.timeout.ms", "request.timeout.ms"] {
-            if let Some(v) = k.properties.get(prop) {
-                if v != &ms {
-                    tracing::warn!(property = prop, given = %v, used = %ms, "kafka.properties value replaced: exactly-once delivery bounds it by the lease");
-                }
-            }
-            k.properties.insert(prop.to_string(), ms.clone());
-        }
-    }
-    k
 }
 
 impl Bridge {
@@ -934,103 +730,5 @@ async fn follow_role(mut rx: watch::Receiver<Role>, ops: Arc<OpsState>) {
         if rx.changed().await.is_err() {
             break;
         }
-    }
-}
-
-#[cfg(test)]
-mod fence_tests {
-    use super::*;
-
-    fn extra(v: serde_json::Value) -> serde_json::Map<String, serde_json::Value> {
-        v.as_object().cloned().unwrap_or_default()
-    }
-
-    #[test]
-    fn a_margin_covering_the_fence_means_no_wait() {
-        let fence = delivery_timeout(1) + FENCE_SLACK;
-        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 600 }));
-        assert_eq!(fence_wait(fence, Some(&e)), Duration::ZERO);
-    }
-
-    #[test]
-    fn no_recorded_margin_means_the_whole_fence() {
-        let fence = delivery_timeout(2) + FENCE_SLACK;
-        assert_eq!(fence, Duration::from_millis(1100));
-        assert_eq!(fence_wait(fence, None), fence);
-        let e = extra(serde_json::json!({ CLEAN_STOP: false }));
-        assert_eq!(fence_wait(fence, Some(&e)), fence);
-        // A leader that ran at-least-once (margin 0) leaves the whole delay.
-        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 0 }));
-        assert_eq!(fence_wait(fence, Some(&e)), fence);
-    }
-
-    #[test]
-    fn a_smaller_margin_leaves_the_rest() {
-        // The previous leader ran with a 1 s lease, this one with 2 s.
-        let fence = delivery_timeout(2) + FENCE_SLACK;
-        let e = extra(serde_json::json!({ SEND_MARGIN_MS: 600 }));
-        assert_eq!(fence_wait(fence, Some(&e)), Duration::from_millis(500));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::{next_batched, Feed, EVENTS_PER_LOOK, RECV_BATCH};
-    use tokio::sync::mpsc;
-
-    /// Taken events come out in order, at most EVENTS_PER_LOOK in a row
-    /// without a look (ready() = None), and none is lost at a look.
-    #[tokio::test]
-    async fn the_feed_hands_on_taken_events_between_looks() {
-        let (tx, rx) = mpsc::channel::<usize>(1000);
-        for i in 0..300 {
-            tx.send(i).await.unwrap();
-        }
-        drop(tx);
-        let mut feed = Feed::new(rx);
-        let (mut got, mut run, mut looks) = (Vec::new(), 0u32, 0);
-        loop {
-            match feed.ready() {
-                Some(i) => {
-                    run += 1;
-                    assert!(run <= EVENTS_PER_LOOK, "{run} events without a look");
-                    got.push(i);
-                }
-                None => {
-                    looks += 1;
-                    run = 0;
-                    match feed.next().await {
-                        Some(i) => got.push(i),
-                        None => break,
-                    }
-                }
-            }
-        }
-        assert_eq!(got, (0..300).collect::<Vec<_>>());
-        // 300 events: 256 taken at once, then 44; one look per 65 events.
-        assert!((5..=8).contains(&looks), "{looks} looks");
-    }
-
-    /// Every event comes out once, in the order sent, across batch
-    /// boundaries and while the sender keeps filling a full channel; a
-    /// closed, drained channel ends with None.
-    #[tokio::test]
-    async fn batched_receive_keeps_order_and_ends_on_close() {
-        let total = RECV_BATCH * 5 + 17;
-        let (tx, mut rx) = mpsc::channel::<usize>(RECV_BATCH / 2);
-        let sender = tokio::spawn(async move {
-            for i in 0..total {
-                tx.send(i).await.map_err(|_| i)?;
-            }
-            Ok::<(), usize>(())
-        });
-        let mut batch = Vec::new();
-        let mut got = Vec::new();
-        while let Some(i) = next_batched(&mut rx, &mut batch).await {
-            got.push(i);
-        }
-        assert_eq!(sender.await.ok(), Some(Ok(())));
-        assert_eq!(got, (0..total).collect::<Vec<_>>());
-        assert!(batch.is_empty());
     }
 }
