@@ -86,6 +86,18 @@ fn failed(e: impl Into<BridgeError>) -> WorkError {
     WorkError::Failed(Box::new(e.into()))
 }
 
+/// An event the reader sent, or why the leader loop stops: the reader's
+/// error, or the reader gone without one.
+fn received(ev: Option<Result<ChangeEvent, SourceError>>) -> Result<ChangeEvent, WorkError> {
+    match ev {
+        Some(Ok(ev)) => Ok(ev),
+        Some(Err(e)) => Err(failed(e)),
+        None => Err(failed(BridgeError::Config(
+            "the binlog reader stopped without an error".into(),
+        ))),
+    }
+}
+
 /// The production leader work: binlog -> Kafka -> checkpoint.
 pub struct Bridge {
     config: Config,
@@ -347,14 +359,9 @@ impl LeaderWork for Bridge {
                     ev = feed.next() => ev,
                 },
             };
-            let ev = match ev {
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => break Err(failed(e)),
-                None => {
-                    break Err(failed(BridgeError::Config(
-                        "the binlog reader stopped without an error".into(),
-                    )))
-                }
+            let ev = match received(ev) {
+                Ok(ev) => ev,
+                Err(e) => break Err(e),
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));

@@ -131,14 +131,9 @@ impl Bridge {
                     ev = feed.next() => ev,
                 },
             };
-            let ev = match ev {
-                Some(Ok(ev)) => ev,
-                Some(Err(e)) => break Err(failed(e)),
-                None => {
-                    break Err(failed(BridgeError::Config(
-                        "the binlog reader stopped without an error".into(),
-                    )))
-                }
+            let ev = match received(ev) {
+                Ok(ev) => ev,
+                Err(e) => break Err(e),
             };
             counts.count(&ev);
             last = Some((ev.position.clone(), ev.txn.ts_ms));
