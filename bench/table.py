@@ -69,6 +69,9 @@ def cpu_rows(w, name, lim, e2e, ceiling, cores):
     print(f"| CPU-seconds per 1M rows, end-to-end idempotent (measured window) | {name} | bridge {br_m:.2f}, broker {bk_m or 0:.2f}, MariaDB {db_m or 0:.2f} | bridge vs decode + plain producer {dec + plain:.2f} | {ratio(br_m, dec + plain)} | - |")
     busy = (br + (bk or 0) + (db or 0)) / secs
     print(f"| cores busy end-to-end idempotent (bridge + broker + MariaDB) | {name} | {busy:.2f} | of {cores or '?'} | - | - |")
+    m_busy, m_idle, m_steal = (num(e2e.get(f"machine_{k}")) for k in ("busy", "idle", "steal"))
+    if m_busy is not None and m_idle is not None:
+        print(f"| machine over the same window (every process, /proc/stat; cores) | {name} | busy {m_busy:.2f} (of which not bridge, broker or MariaDB {max(m_busy - busy, 0):.2f}), idle {m_idle:.2f}, steal {m_steal or 0:.2f} | of {cores or '?'} | - | - |")
     threads = e2e.get("threads")
     if threads:
         shown = ", ".join(t.replace("/", " ").replace("_", " ") for t in threads.split(";"))

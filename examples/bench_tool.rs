@@ -552,6 +552,24 @@ fn stat_cpu(path: &str) -> Option<(String, f64)> {
     Some((name.to_string(), (utime + stime) / clock_ticks()))
 }
 
+/// The whole machine's CPU time so far from `/proc/stat`, in seconds summed
+/// over its cores: (busy, idle, steal). Busy is user, nice, system, irq and
+/// softirq; idle counts iowait too; steal is time the hypervisor gave to
+/// someone else.
+fn machine_cpu() -> Option<(f64, f64, f64)> {
+    let s = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = s.lines().find(|l| l.starts_with("cpu "))?;
+    let f: Vec<f64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
+    let at = |i: usize| f.get(i).copied().unwrap_or(0.0);
+    let busy = at(0) + at(1) + at(2) + at(5) + at(6);
+    let tck = clock_ticks();
+    Some((busy / tck, (at(3) + at(4)) / tck, at(7) / tck))
+}
+
 /// CPU seconds of each thread of `pid`, by thread id (with its name).
 fn thread_cpu(pid: u32) -> HashMap<String, (String, f64)> {
     let mut out = HashMap::new();
@@ -644,6 +662,7 @@ fn watch(
     };
     let mut first_cpu: Vec<Option<f64>> = Vec::new();
     let mut first_threads = HashMap::new();
+    let mut first_machine = None;
     let c: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", brokers)
         .set("group.id", "bench-watch")
@@ -659,6 +678,7 @@ fn watch(
             first = Some((at, sum));
             first_cpu = sample();
             first_threads = thread_cpu(pid);
+            first_machine = machine_cpu();
         }
         if sum >= expect {
             let (t0, n0) = first.unwrap_or((at, sum));
@@ -683,6 +703,16 @@ fn watch(
             if secs > 0.0 {
                 let busy = threads_busy(&first_threads, &thread_cpu(pid), secs);
                 window.push_str(&format!(" threads={busy}"));
+                // Every process on the machine (etcd, this poller, ...), and
+                // the time nobody here used: idle, and steal by the host.
+                if let (Some(a), Some(b)) = (first_machine, machine_cpu()) {
+                    window.push_str(&format!(
+                        " machine_busy={:.2} machine_idle={:.2} machine_steal={:.2}",
+                        (b.0 - a.0) / secs,
+                        (b.1 - a.1) / secs,
+                        (b.2 - a.2) / secs
+                    ));
+                }
             }
             println!(
                 "RESULT messages={sum} first_seen={n0} secs={secs:.3} rate={rate:.0} vmhwm_kb={hwm} cpu_secs={cpu:.2}{window}"
