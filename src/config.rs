@@ -172,6 +172,23 @@ pub struct MysqlConfig {
     pub tls_cert_file: Option<PathBuf>,
     #[serde(default)]
     pub tls_key_file: Option<PathBuf>,
+    /// What reads the binlog dump off the connection: `auto` (default: our
+    /// own reader on a plain-TCP connection, mysql_async's otherwise) or
+    /// `driver` (always mysql_async's; slower, for a server our reader
+    /// does not get along with).
+    #[serde(default)]
+    pub dump_reader: DumpReader,
+}
+
+/// `mysql.dump_reader`: see [`MysqlConfig::dump_reader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpReader {
+    /// Our own reader where the connection allows it, else mysql_async's.
+    #[default]
+    Auto,
+    /// mysql_async's stream.
+    Driver,
 }
 
 fn default_start() -> String {

@@ -1,8 +1,10 @@
 //! A malformed binlog packet on the wire. A proxy between the source and the
 //! dev env MariaDB rewrites the first row event of the dump so that its
-//! header claims more bytes than the packet holds, which makes the protocol
-//! library (mysql_common) panic while parsing it. The source must turn that
-//! into a definite decode error naming the position: no crash of the
+//! header claims more bytes than the packet holds. Our own dump reader hands
+//! the bytes to the decoder, which refuses the event's size; through
+//! mysql_async (`mysql.dump_reader = "driver"`) the protocol library
+//! (mysql_common) panics while parsing it. Either way the source must turn
+//! that into a definite decode error naming the position: no crash of the
 //! process, no reconnect loop reading the same packet again.
 
 mod common;
@@ -11,6 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use binlog_bridge::config::DumpReader;
 use binlog_bridge::source::{SourceError, StartFrom};
 use mysql_async::prelude::Queryable;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -72,7 +75,28 @@ async fn pipe(client: TcpStream, server: TcpStream, rewrites: Arc<AtomicUsize>) 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_row_event_shorter_than_its_header_says_is_a_definite_error() {
+    malformed_row_event(
+        DumpReader::Auto,
+        "own",
+        "event size field says 4096 bytes, the event has 23",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_packet_that_panics_the_protocol_library_is_a_definite_error() {
+    malformed_row_event(
+        DumpReader::Driver,
+        "mysql_async",
+        "the MySQL protocol library panicked on a malformed binlog packet",
+    )
+    .await;
+}
+
+/// Stream through the rewriting proxy with `reader` (which the source must
+/// report as `reader_name`); the error must say `says`.
+async fn malformed_row_event(reader: DumpReader, reader_name: &str, says: &str) {
     let db = common::unique("src_malformed");
     let mut conn = common::root_with(
         &common::root_url(),
@@ -101,13 +125,14 @@ async fn a_packet_that_panics_the_protocol_library_is_a_definite_error() {
 
     // prefer_socket=false: mysql_async would otherwise move a 127.0.0.1
     // connection to the server's Unix socket, around the proxy.
-    let mut src = common::start(
+    let mut cfg = common::mysql_config(
         &format!("{creds}@127.0.0.1:{port}?prefer_socket=false"),
         4231,
         &[&format!("{db}.*")],
-        StartFrom::Position(start.clone()),
-    )
-    .await;
+    );
+    cfg.dump_reader = reader;
+    let mut src = common::start_with(&cfg, StartFrom::Position(start.clone())).await;
+    assert_eq!(src.dump_reader(), Some(reader_name));
     let err = tokio::time::timeout(Duration::from_secs(30), async {
         loop {
             match src.next_event().await {
@@ -131,11 +156,7 @@ async fn a_packet_that_panics_the_protocol_library_is_a_definite_error() {
         matches!(&err, SourceError::Decode { file, .. } if *file == *start.file),
         "a decode error naming the binlog file: {err:?}"
     );
-    assert!(
-        err.to_string()
-            .contains("the MySQL protocol library panicked on a malformed binlog packet"),
-        "{err}"
-    );
+    assert!(err.to_string().contains(says), "{err}");
     assert!(!err.is_transient(), "definite, not retried: {err}");
     assert_eq!(
         src.reconnects, 0,

@@ -1,9 +1,12 @@
 //! The replica connection: connect, learn what the server is, ask for the
 //! binlog from a position or GTID state, and read its events ([`DumpStream`]).
 //!
-//! mysql_async does the protocol (auth, COM_REGISTER_SLAVE, COM_BINLOG_DUMP);
-//! its event parser strips checksums without checking them, so each event's
-//! exact bytes (header + body + checksum) are rebuilt and the decoder
+//! On a plain-TCP connection the dump is read by our own reader
+//! ([`super::dump`]): each event's bytes as the server sent them. Otherwise
+//! (TLS, a Unix socket, compression, other authentication) mysql_async does
+//! the protocol (auth, COM_REGISTER_SLAVE, COM_BINLOG_DUMP); its event
+//! parser strips checksums without checking them, so each event's exact
+//! bytes (header + body + checksum) are rebuilt. Either way the decoder
 //! verifies the CRC32 itself. A read timeout (no event and no heartbeat for
 //! `read_timeout_secs`) turns a dead connection into a transient error.
 //!
@@ -18,10 +21,13 @@ use futures_util::{FutureExt, StreamExt};
 use mysql_async::prelude::Queryable;
 use mysql_async::{BinlogStream, BinlogStreamRequest, Conn};
 
-use crate::config::MysqlTls;
+use mysql_common::packets::binlog_request::BinlogRequest;
+
+use crate::config::{DumpReader, MysqlTls};
 use crate::event::Position;
 
 use super::charset::Charsets;
+use super::dump::{self, RawDump, Start};
 use super::error::{classify_server_error, SourceError};
 
 /// Which server family we talk to.
@@ -68,7 +74,16 @@ pub(crate) fn map_err(e: mysql_async::Error, what: &str) -> SourceError {
                 ))
             }
         }
-        other => SourceError::Transient(other.to_string()),
+        other => {
+            let msg = other.to_string();
+            if msg.contains("larger than max_allowed_packet") {
+                SourceError::Config(format!(
+                    "a packet from the MySQL server ({what}) is larger than the max_allowed_packet set in mysql.url ({msg}); raise it there or leave it out (the bridge then accepts up to 1 GiB)"
+                ))
+            } else {
+                SourceError::Transient(msg)
+            }
+        }
     }
 }
 
@@ -234,8 +249,9 @@ pub async fn mariadb_gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Option
 }
 
 /// Rebuild an event's bytes exactly as the server sent them into `raw`
-/// (cleared first).
-fn raw_event(ev: &mysql_async::binlog::events::Event, raw: &mut Vec<u8>) {
+/// (cleared first). Public for `examples/decode_bench.rs`, which times this
+/// step with the parse mysql_async does before it.
+pub fn raw_event(ev: &mysql_async::binlog::events::Event, raw: &mut Vec<u8>) {
     let h = ev.header();
     raw.clear();
     raw.reserve(h.event_size() as usize);
@@ -264,16 +280,24 @@ fn raw_event(ev: &mysql_async::binlog::events::Event, raw: &mut Vec<u8>) {
 #[derive(Debug)]
 pub enum ReadError {
     Source(SourceError),
-    /// The protocol library panicked on a packet (malformed): the stream is
-    /// unusable and retrying would read the same packet again.
-    Panicked,
+    /// A malformed packet (what was wrong): the stream is unusable and
+    /// retrying would read the same packet again.
+    Malformed(String),
+}
+
+/// What reads the events off the connection.
+enum Reader {
+    /// mysql_async's stream (TLS, a Unix socket, compression, other
+    /// authentication); None once the library panicked: not polled again.
+    Driver(Option<BinlogStream>),
+    /// Our own ([`super::dump`]): each event's bytes as sent, no parse.
+    Raw(Box<RawDump>),
 }
 
 /// A binlog dump in progress: each [`DumpStream::next`] is one event's exact
 /// bytes, or the error that ended the stream.
 pub struct DumpStream {
-    /// None once the protocol library panicked: the stream is not polled again.
-    stream: Option<BinlogStream>,
+    reader: Reader,
     /// `file:offset` or `gtid:...`, for errors.
     what: String,
     read_timeout: Duration,
@@ -283,66 +307,121 @@ pub struct DumpStream {
     /// most 1.5 times it).
     tick: tokio::time::Interval,
     quiet_checks: u32,
-    /// The last event's bytes (reused).
+    /// The last event's bytes, rebuilt from mysql_async's parse (reused).
     raw: Vec<u8>,
 }
 
 impl DumpStream {
+    fn new(reader: Reader, what: String, read_timeout: Duration) -> Self {
+        let check = read_timeout / 2;
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        DumpStream {
+            reader,
+            what,
+            read_timeout,
+            tick,
+            quiet_checks: 0,
+            raw: Vec::new(),
+        }
+    }
+
+    /// Whether the events come through our own reader (not mysql_async's).
+    pub fn is_raw(&self) -> bool {
+        matches!(self.reader, Reader::Raw(_))
+    }
+
+    fn silent(&mut self) -> Option<ReadError> {
+        self.quiet_checks += 1;
+        (self.quiet_checks >= 3).then(|| {
+            ReadError::Source(SourceError::Transient(format!(
+                "no binlog event or heartbeat for {:?}: connection presumed dead",
+                self.read_timeout
+            )))
+        })
+    }
+
     /// The next event's bytes. An error ends the stream: open a new one.
     ///
-    /// Cancel-safe: mysql_async keeps a partly read packet in the stream.
+    /// Cancel-safe: both readers keep a partly read packet.
     pub async fn next(&mut self) -> Result<&[u8], ReadError> {
         loop {
-            let Some(stream) = self.stream.as_mut() else {
-                return Err(ReadError::Panicked);
-            };
-            // A panic inside the protocol library (a malformed packet) must
-            // not take the bridge down: it ends this stream with a definite
-            // error instead (retrying would read the same packet again).
-            let next = tokio::select! {
-                biased;
-                n = std::panic::AssertUnwindSafe(stream.next()).catch_unwind() => Some(n),
-                _ = self.tick.tick() => None,
-            };
-            match next {
-                None => {
-                    self.quiet_checks += 1;
-                    if self.quiet_checks >= 3 {
-                        return Err(ReadError::Source(SourceError::Transient(format!(
-                            "no binlog event or heartbeat for {:?}: connection presumed dead",
-                            self.read_timeout
-                        ))));
+            match &mut self.reader {
+                Reader::Raw(raw) => {
+                    let next = tokio::select! {
+                        biased;
+                        r = raw.read_event() => Some(r),
+                        _ = self.tick.tick() => None,
+                    };
+                    match next {
+                        None => {
+                            if let Some(e) = self.silent() {
+                                return Err(e);
+                            }
+                        }
+                        Some(Ok(())) => {
+                            self.quiet_checks = 0;
+                            break;
+                        }
+                        Some(Err(Ok(malformed))) => return Err(ReadError::Malformed(malformed)),
+                        Some(Err(Err(e))) => return Err(ReadError::Source(e)),
                     }
                 }
-                Some(Err(_panic)) => {
-                    self.stream = None;
-                    return Err(ReadError::Panicked);
-                }
-                Some(Ok(None)) => {
-                    return Err(ReadError::Source(SourceError::Transient(
-                        "the server closed the binlog stream".into(),
-                    )))
-                }
-                Some(Ok(Some(Err(e)))) => return Err(ReadError::Source(map_err(e, &self.what))),
-                Some(Ok(Some(Ok(ev)))) => {
-                    self.quiet_checks = 0;
-                    raw_event(&ev, &mut self.raw);
-                    return Ok(&self.raw);
+                Reader::Driver(slot) => {
+                    let Some(stream) = slot.as_mut() else {
+                        return Err(ReadError::Malformed(PANICKED.into()));
+                    };
+                    // A panic inside the protocol library (a malformed packet) must
+                    // not take the bridge down: it ends this stream with a definite
+                    // error instead (retrying would read the same packet again).
+                    let next = tokio::select! {
+                        biased;
+                        n = std::panic::AssertUnwindSafe(stream.next()).catch_unwind() => Some(n),
+                        _ = self.tick.tick() => None,
+                    };
+                    match next {
+                        None => {
+                            if let Some(e) = self.silent() {
+                                return Err(e);
+                            }
+                        }
+                        Some(Err(_panic)) => {
+                            *slot = None;
+                            return Err(ReadError::Malformed(PANICKED.into()));
+                        }
+                        Some(Ok(None)) => {
+                            return Err(ReadError::Source(SourceError::Transient(
+                                "the server closed the binlog stream".into(),
+                            )))
+                        }
+                        Some(Ok(Some(Err(e)))) => {
+                            return Err(ReadError::Source(map_err(e, &self.what)))
+                        }
+                        Some(Ok(Some(Ok(ev)))) => {
+                            self.quiet_checks = 0;
+                            raw_event(&ev, &mut self.raw);
+                            return Ok(&self.raw);
+                        }
+                    }
                 }
             }
+        }
+        match &self.reader {
+            Reader::Raw(raw) => Ok(raw.event()),
+            Reader::Driver(_) => Ok(&self.raw),
         }
     }
 }
 
-/// Ask for the binlog.
-pub async fn start_dump(
-    mut conn: Conn,
+const PANICKED: &str = "the MySQL protocol library panicked on a malformed binlog packet";
+
+/// The `SET`s a dump needs first: heartbeat, MariaDB's capability and GTID
+/// start state.
+fn dump_setup(
     flavor: Flavor,
-    server_id: u32,
     from: &DumpFrom,
     heartbeat: Duration,
-    read_timeout: Duration,
-) -> Result<DumpStream, SourceError> {
+) -> Result<Vec<String>, SourceError> {
     let hb_ns = heartbeat.as_nanos().min(u128::from(u32::MAX) * 1_000_000) as u64;
     let mut setup = vec![format!("SET @master_heartbeat_period = {hb_ns}")];
     if flavor == Flavor::MariaDb {
@@ -360,49 +439,102 @@ pub async fn start_dump(
             setup.push("SET @slave_gtid_strict_mode = 0".into());
         }
     }
-    for q in &setup {
-        conn.query_drop(q).await.map_err(|e| map_err(e, q))?;
-    }
-    let what = match from {
-        DumpFrom::File { file, offset } => format!("{file}:{offset}"),
-        DumpFrom::Gtid(g) => format!("gtid:{g}"),
-    };
-    let mut sids = Vec::new();
-    let (file, offset): (Vec<u8>, u64) = match from {
-        DumpFrom::File { file, offset } => (file.as_bytes().to_vec(), *offset),
+    Ok(setup)
+}
+
+/// A dump request's file name, offset and MySQL GTID set.
+type Target = (Vec<u8>, u64, Option<Vec<mysql_async::Sid<'static>>>);
+
+/// The dump's file and offset (a GTID dump: none, and MySQL's GTID set).
+fn dump_target(flavor: Flavor, from: &DumpFrom) -> Result<Target, SourceError> {
+    Ok(match from {
+        DumpFrom::File { file, offset } => (file.as_bytes().to_vec(), *offset, None),
         DumpFrom::Gtid(g) => {
+            let mut sids = None;
             if flavor == Flavor::MySql {
+                let mut v = Vec::new();
                 for part in g.split(',') {
                     let sid: mysql_async::Sid<'static> = part.trim().parse().map_err(|e| {
                         SourceError::Config(format!("bad MySQL GTID set `{part}`: {e:?}"))
                     })?;
-                    sids.push(sid);
+                    v.push(sid);
                 }
+                sids = Some(v);
             }
-            (Vec::new(), 4)
+            (Vec::new(), 4, sids)
         }
-    };
+    })
+}
+
+fn describe(from: &DumpFrom) -> String {
+    match from {
+        DumpFrom::File { file, offset } => format!("{file}:{offset}"),
+        DumpFrom::Gtid(g) => format!("gtid:{g}"),
+    }
+}
+
+/// Ask for the binlog. With [`DumpReader::Auto`], on a connection our own reader
+/// can open (plain TCP, native or cached-SHA2 login), the dump runs on a
+/// new connection of its own and `conn` is closed; otherwise on `conn`
+/// through mysql_async.
+#[allow(clippy::too_many_arguments)]
+pub async fn start_dump(
+    mut conn: Conn,
+    opts: &mysql_async::Opts,
+    via: DumpReader,
+    flavor: Flavor,
+    server_id: u32,
+    from: &DumpFrom,
+    heartbeat: Duration,
+    read_timeout: Duration,
+    connect_timeout: Duration,
+) -> Result<DumpStream, SourceError> {
+    let setup = dump_setup(flavor, from, heartbeat)?;
+    let what = describe(from);
+    let (file, offset, sids) = dump_target(flavor, from)?;
+    if via == DumpReader::Auto {
+        let mut req = BinlogRequest::new(server_id)
+            .with_filename(&file[..])
+            .with_pos(offset);
+        if let Some(sids) = &sids {
+            req = req.with_use_gtid(true).with_sids(sids.iter().cloned());
+        }
+        match dump::start_within(connect_timeout, opts, &setup, server_id, req, from).await {
+            Ok(raw) => {
+                // The queries before the dump were on `conn`; it is done.
+                let _ = conn.disconnect().await;
+                return Ok(DumpStream::new(
+                    Reader::Raw(Box::new(raw)),
+                    what,
+                    read_timeout,
+                ));
+            }
+            Err(Start::Unsupported(why)) => {
+                tracing::info!(%why, "reading the binlog dump through mysql_async");
+            }
+            Err(Start::Failed(e)) => {
+                tracing::warn!(error = %e, "our binlog dump reader could not start; reading through mysql_async");
+            }
+        }
+    }
+    for q in &setup {
+        conn.query_drop(q).await.map_err(|e| map_err(e, q))?;
+    }
     let mut req = BinlogStreamRequest::new(server_id)
         .with_filename(&file)
         .with_pos(offset);
-    if flavor == Flavor::MySql && matches!(from, DumpFrom::Gtid(_)) {
+    if let Some(sids) = sids {
         req = req.with_gtid().with_gtid_set(sids);
     }
     let stream = conn
         .get_binlog_stream(req)
         .await
         .map_err(|e| map_err(e, &what))?;
-    let check = read_timeout / 2;
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + check, check);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    Ok(DumpStream {
-        stream: Some(stream),
+    Ok(DumpStream::new(
+        Reader::Driver(Some(stream)),
         what,
         read_timeout,
-        tick,
-        quiet_checks: 0,
-        raw: Vec::new(),
-    })
+    ))
 }
 
 #[cfg(test)]

@@ -60,6 +60,7 @@ pub mod columns;
 pub mod compress;
 pub mod connection;
 pub mod decoder;
+pub mod dump;
 pub mod error;
 pub mod events;
 pub mod filter;
@@ -184,7 +185,13 @@ pub fn mysql_opts(config: &MysqlConfig) -> Result<mysql_async::Opts, SourceError
     let password =
         crate::config::resolve_secret("mysql.password", &config.password, &config.password_file)
             .map_err(SourceError::Config)?;
-    let mut b = mysql_async::OptsBuilder::from_opts(opts);
+    // mysql_async refuses packets over its max_allowed_packet, by default
+    // the server session's (16 MiB on MariaDB 10.11): one binlog event over
+    // it (a big row, an UPDATE's two images of a big row) failed the stream
+    // at the same event on every reconnect. The server's own limits still
+    // apply to what it sends; 1 GiB is the protocol's largest.
+    let max_packet = opts.max_allowed_packet().unwrap_or(1 << 30);
+    let mut b = mysql_async::OptsBuilder::from_opts(opts).max_allowed_packet(Some(max_packet));
     if let Some(p) = password {
         b = b.pass(Some(p.expose().to_string()));
     }
@@ -278,6 +285,14 @@ impl BinlogSource {
         self.progress.subscribe()
     }
 
+    /// What reads the current dump: `"own"` ([`dump`]) or `"mysql_async"`
+    /// (see `mysql.dump_reader`); None while not connected.
+    pub fn dump_reader(&self) -> Option<&'static str> {
+        self.stream
+            .as_ref()
+            .map(|s| if s.is_raw() { "own" } else { "mysql_async" })
+    }
+
     /// The server family.
     pub fn flavor(&self) -> Flavor {
         self.flavor
@@ -363,14 +378,18 @@ impl BinlogSource {
         self.stream = Some(
             connection::start_dump(
                 conn,
+                &self.opts,
+                self.config.dump_reader,
                 self.flavor,
                 self.config.server_id,
                 from,
                 Duration::from_secs(self.config.heartbeat_secs.max(1)),
                 Duration::from_secs(self.config.read_timeout_secs.max(2)),
+                self.options.connect_timeout,
             )
             .await?,
         );
+        tracing::debug!(reader = ?self.dump_reader(), "binlog dump started");
         Ok(())
     }
 
@@ -459,13 +478,11 @@ impl BinlogSource {
                     }
                 }
                 Err(ReadError::Source(e)) => return Err(e),
-                Err(ReadError::Panicked) => {
+                Err(ReadError::Malformed(what)) => {
                     return Err(SourceError::Decode {
                         file: self.decoder.next_position().file.to_string(),
                         offset: self.decoder.next_position().offset,
-                        error: DecodeError::new(
-                            "the MySQL protocol library panicked on a malformed binlog packet",
-                        ),
+                        error: DecodeError::new(what),
                     })
                 }
             }

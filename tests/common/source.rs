@@ -55,6 +55,7 @@ pub fn mysql_config(url: &str, server_id: u32, include: &[&str]) -> MysqlConfig 
         tls_ca_file: None,
         tls_cert_file: None,
         tls_key_file: None,
+        dump_reader: Default::default(),
     }
 }
 
@@ -71,13 +72,17 @@ pub async fn master_position(conn: &mut mysql_async::Conn) -> Position {
 }
 
 pub async fn start(url: &str, server_id: u32, include: &[&str], from: StartFrom) -> BinlogSource {
-    let cfg = mysql_config(url, server_id, include);
+    start_with(&mysql_config(url, server_id, include), from).await
+}
+
+/// As [`start`], with a whole `[mysql]` section.
+pub async fn start_with(cfg: &MysqlConfig, from: StartFrom) -> BinlogSource {
     let opts = SourceOptions {
         min_backoff: Duration::from_millis(50),
         max_backoff: Duration::from_millis(500),
         ..SourceOptions::default()
     };
-    BinlogSource::start(&cfg, opts, from)
+    BinlogSource::start(cfg, opts, from)
         .await
         .expect("source starts")
 }
