@@ -499,7 +499,7 @@ pub async fn start_dump(
         if let Some(sids) = &sids {
             req = req.with_use_gtid(true).with_sids(sids.iter().cloned());
         }
-        match dump::start_within(connect_timeout, opts, &setup, server_id, req, from).await {
+        match dump::start_within(connect_timeout, opts, &setup, server_id, req, &what).await {
             Ok(raw) => {
                 // The queries before the dump were on `conn`; it is done.
                 let _ = conn.disconnect().await;

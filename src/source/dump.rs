@@ -38,7 +38,6 @@ use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::connection::DumpFrom;
 use super::error::{classify_server_error, SourceError};
 
 /// A packet's largest payload; a longer one continues in the next packet.
@@ -131,7 +130,7 @@ impl RawDump {
         setup: &[String],
         server_id: u32,
         request: BinlogRequest<'_>,
-        from: &DumpFrom,
+        what: &str,
     ) -> Result<RawDump, Start> {
         if let Some(why) = unsupported(opts) {
             return Err(Start::Unsupported(why));
@@ -149,10 +148,7 @@ impl RawDump {
             joining: false,
             ready: Ready::None,
             seq: 0,
-            what: match from {
-                DumpFrom::File { file, offset } => format!("{file}:{offset}"),
-                DumpFrom::Gtid(g) => format!("gtid:{g}"),
-            },
+            what: what.to_string(),
         };
         d.login(opts).await?;
         for q in setup {
@@ -430,11 +426,11 @@ pub async fn start_within(
     setup: &[String],
     server_id: u32,
     request: BinlogRequest<'_>,
-    from: &DumpFrom,
+    what: &str,
 ) -> Result<RawDump, Start> {
     match tokio::time::timeout(
         timeout,
-        RawDump::start(opts, setup, server_id, request, from),
+        RawDump::start(opts, setup, server_id, request, what),
     )
     .await
     {
