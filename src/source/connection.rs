@@ -27,7 +27,7 @@ use crate::config::{DumpReader, MysqlTls};
 use crate::event::Position;
 
 use super::charset::Charsets;
-use super::dump::{self, RawDump, Start};
+use super::dump::{RawDump, Start};
 use super::error::{classify_server_error, SourceError};
 
 /// Which server family we talk to.
@@ -499,7 +499,18 @@ pub async fn start_dump(
         if let Some(sids) = &sids {
             req = req.with_use_gtid(true).with_sids(sids.iter().cloned());
         }
-        match dump::start_within(connect_timeout, opts, &setup, server_id, req, &what).await {
+        // Bounded as mysql_async's connect is.
+        let started = tokio::time::timeout(
+            connect_timeout,
+            RawDump::start(opts, &setup, server_id, req, &what),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(Start::Failed(SourceError::Transient(format!(
+                "no answer from the MySQL server within {connect_timeout:?}"
+            ))))
+        });
+        match started {
             Ok(raw) => {
                 // The queries before the dump were on `conn`; it is done.
                 let _ = conn.disconnect().await;

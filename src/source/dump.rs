@@ -25,8 +25,6 @@
 //! mysql_async. The packet building and parsing come from mysql_common, the
 //! library mysql_async itself uses.
 
-use std::time::Duration;
-
 use bytes::{Buf, BytesMut};
 use mysql_common::constants::CapabilityFlags;
 use mysql_common::io::ParseBuf;
@@ -416,28 +414,6 @@ impl RawDump {
             Ready::Buf(s, e) => &self.buf[s..e],
             Ready::Big => &self.big,
         }
-    }
-}
-
-/// How long [`RawDump::start`] may take, as mysql_async's connect is bounded.
-pub async fn start_within(
-    timeout: Duration,
-    opts: &mysql_async::Opts,
-    setup: &[String],
-    server_id: u32,
-    request: BinlogRequest<'_>,
-    what: &str,
-) -> Result<RawDump, Start> {
-    match tokio::time::timeout(
-        timeout,
-        RawDump::start(opts, setup, server_id, request, what),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(_) => Err(Start::Failed(SourceError::Transient(format!(
-            "no answer from the MySQL server within {timeout:?}"
-        )))),
     }
 }
 
