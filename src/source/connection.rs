@@ -363,8 +363,7 @@ impl DumpStream {
                             self.quiet_checks = 0;
                             break;
                         }
-                        Some(Err(Ok(malformed))) => return Err(ReadError::Malformed(malformed)),
-                        Some(Err(Err(e))) => return Err(ReadError::Source(e)),
+                        Some(Err(e)) => return Err(e),
                     }
                 }
                 Reader::Driver(slot) => {

@@ -36,6 +36,7 @@ use mysql_common::proto::MySerialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use super::connection::ReadError;
 use super::error::{classify_server_error, SourceError};
 
 /// A packet's largest payload; a longer one continues in the next packet.
@@ -60,7 +61,7 @@ impl From<SourceError> for Start {
 }
 
 /// Whether `opts` are a plain-TCP connection this reader can open, or why not.
-pub fn unsupported(opts: &mysql_async::Opts) -> Option<String> {
+fn unsupported(opts: &mysql_async::Opts) -> Option<String> {
     if opts.ssl_opts().is_some() {
         return Some("TLS is configured (mysql.tls)".into());
     }
@@ -299,25 +300,19 @@ impl RawDump {
         }
     }
 
+    /// One packet (every command this reader sends is far under 16 MiB).
     async fn write_packet(&mut self, payload: &[u8]) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(payload.len() + 8);
-        let mut chunks = payload.chunks(MAX_PAYLOAD).peekable();
-        if payload.is_empty() {
-            out.extend_from_slice(&[0, 0, 0, self.seq]);
-            self.seq = self.seq.wrapping_add(1);
+        if payload.len() >= MAX_PAYLOAD {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("a {}-byte command does not fit one packet", payload.len()),
+            ));
         }
-        while let Some(c) = chunks.next() {
-            let len = c.len() as u32;
-            out.extend_from_slice(&len.to_le_bytes()[..3]);
-            out.push(self.seq);
-            self.seq = self.seq.wrapping_add(1);
-            out.extend_from_slice(c);
-            // A payload of exactly a multiple of MAX_PAYLOAD ends with an empty packet.
-            if chunks.peek().is_none() && c.len() == MAX_PAYLOAD {
-                out.extend_from_slice(&[0, 0, 0, self.seq]);
-                self.seq = self.seq.wrapping_add(1);
-            }
-        }
+        let mut out = Vec::with_capacity(payload.len() + 4);
+        out.extend_from_slice(&(payload.len() as u32).to_le_bytes()[..3]);
+        out.push(self.seq);
+        self.seq = self.seq.wrapping_add(1);
+        out.extend_from_slice(payload);
         self.io.write_all(&out).await
     }
 
@@ -360,15 +355,14 @@ impl RawDump {
 
     /// Read the next event of the dump (then [`RawDump::event`]).
     ///
-    /// Cancel-safe. `Err(Ok(..))` is a malformed packet (a definite error:
-    /// reading again would meet it again); `Err(Err(..))` the server's or
-    /// the network's error.
-    pub async fn read_event(&mut self) -> Result<(), Result<String, SourceError>> {
+    /// Cancel-safe. [`ReadError::Malformed`] is a definite error: reading
+    /// again would meet the same packet.
+    pub async fn read_event(&mut self) -> Result<(), ReadError> {
         loop {
             let (s, e) = self
                 .packet()
                 .await
-                .map_err(|e| Err(io_error(e, &self.what)))?;
+                .map_err(|e| ReadError::Source(io_error(e, &self.what)))?;
             let len = e - s;
             if self.joining {
                 self.big.extend_from_slice(&self.buf[s..e]);
@@ -391,15 +385,17 @@ impl RawDump {
                 }
                 Some(0xff) => {
                     let (code, msg) = server_error(&self.buf[s..e]);
-                    return Err(Err(classify_server_error(code, &msg, &self.what)));
+                    return Err(ReadError::Source(classify_server_error(
+                        code, &msg, &self.what,
+                    )));
                 }
                 Some(0xfe) if len < 8 => {
-                    return Err(Err(SourceError::Transient(
+                    return Err(ReadError::Source(SourceError::Transient(
                         "the server closed the binlog stream".into(),
                     )))
                 }
                 first => {
-                    return Err(Ok(format!(
+                    return Err(ReadError::Malformed(format!(
                         "a binlog stream packet of {len} bytes starts with {first:?}, not 0x00 (event), 0xff (error) or 0xfe (end)"
                     )))
                 }
@@ -494,7 +490,9 @@ mod tests {
             );
         }
         match d.read_event().await {
-            Err(Err(SourceError::Purged { what, .. })) => assert_eq!(what, "binlog.000001:4"),
+            Err(ReadError::Source(SourceError::Purged { what, .. })) => {
+                assert_eq!(what, "binlog.000001:4")
+            }
             other => panic!("expected the purged-file error, got {other:?}"),
         }
     }
@@ -507,21 +505,23 @@ mod tests {
         let mut d = reading(wire).await;
         assert!(matches!(
             d.read_event().await,
-            Err(Err(SourceError::Transient(_)))
+            Err(ReadError::Source(SourceError::Transient(_)))
         ));
 
         let mut wire = Vec::new();
         frame(&[0x07, 1, 2, 3], &mut seq, &mut wire);
         let mut d = reading(wire).await;
         match d.read_event().await {
-            Err(Ok(what)) => assert!(what.contains("starts with Some(7)"), "{what}"),
+            Err(ReadError::Malformed(what)) => {
+                assert!(what.contains("starts with Some(7)"), "{what}")
+            }
             other => panic!("expected a malformed packet, got {other:?}"),
         }
         // A connection closed mid-packet is transient (reconnect and resume).
         let mut d = reading(vec![9, 0, 0, 1, 0, 1]).await;
         assert!(matches!(
             d.read_event().await,
-            Err(Err(SourceError::Transient(_)))
+            Err(ReadError::Source(SourceError::Transient(_)))
         ));
     }
 
