@@ -511,8 +511,10 @@ pub async fn start_dump(
         });
         match started {
             Ok(raw) => {
-                // The queries before the dump were on `conn`; it is done.
-                let _ = conn.disconnect().await;
+                // The queries before the dump were on `conn`; it is done
+                // (a server that does not answer the goodbye does not hold
+                // the stream up).
+                let _ = tokio::time::timeout(connect_timeout, conn.disconnect()).await;
                 return Ok(DumpStream::new(
                     Reader::Raw(Box::new(raw)),
                     what,
