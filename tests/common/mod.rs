@@ -70,10 +70,49 @@ pub fn tansu_bin() -> PathBuf {
     bin
 }
 
-/// A free TCP port on 127.0.0.1 (bind to 0, read, release).
+/// A free TCP port on 127.0.0.1 for a server a test starts.
+///
+/// A port from 20000-31999, below Linux's default ephemeral range (32768 and up), so
+/// no client socket of any process picks it as its local port, and reserved
+/// for this run with a file, so no other test process gets it either. Both
+/// matter to tests that stop and restart a server on its port: while it is
+/// down, a port the kernel once called free can go to anyone else.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
+    const LOW: u16 = 20000;
+    const SPAN: u16 = 12000;
+    let dir = std::env::temp_dir().join("binlog-bridge-test-ports");
+    std::fs::create_dir_all(&dir).expect("create the port reservation dir");
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+        ^ std::process::id().wrapping_mul(2_654_435_761);
+    let start = (seed % u32::from(SPAN)) as u16;
+    for i in 0..SPAN {
+        let port = LOW + (start + i) % SPAN;
+        let mark = dir.join(port.to_string());
+        // A reservation older than three hours is from an earlier run: take it over.
+        let stale = std::fs::metadata(&mark)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > Duration::from_secs(3 * 3600));
+        if stale {
+            let _ = std::fs::remove_file(&mark);
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&mark)
+            .is_err()
+        {
+            continue;
+        }
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port left in 127.0.0.1:{LOW}-{}", LOW + SPAN - 1);
 }
 
 /// Wait until 127.0.0.1:port accepts connections.

@@ -191,16 +191,33 @@ impl PrivateMariaDb {
             .spawn()
             .expect("mariadbd starts");
         self.child = Some(child);
+        // Ready when the server answering on the TCP port is this one (its
+        // datadir is ours): a ping alone would also accept someone else's
+        // server that got the port while ours was down.
+        let datadir = self.dir.path().join("data");
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let ok = Command::new("mariadb-admin")
+            let answer = Command::new("mariadb")
                 .arg(format!("--defaults-file={}", self.cnf().display()))
-                .arg("ping")
+                .args(["--protocol=tcp", "-N", "-B", "-e", "SELECT @@datadir"])
                 .output()
-                .map(|o| o.status.success())
-                .unwrap_or(false);
-            if ok {
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+            if let Some(dir) = answer {
+                assert!(
+                    Path::new(dir.trim_end_matches('/')) == datadir,
+                    "127.0.0.1:{} is served by another MariaDB (datadir {dir})",
+                    self.port
+                );
                 break;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "private mariadb on {} exited ({status}) while starting; err.log:\n{}",
+                    self.port,
+                    std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default()
+                );
             }
             assert!(
                 Instant::now() < deadline,
