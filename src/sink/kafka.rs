@@ -4,17 +4,13 @@
 //! and drives them in event order; see the module doc of [`crate::sink`] for
 //! the API contract and the checkpoint rule.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::time::Instant;
 
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::DeliveryFuture;
 
 use super::acks::AckTracker;
 use super::format::{self, EncodeContext, FieldNames};
@@ -29,71 +25,11 @@ use crate::ops::metrics::{Histogram, ProducedByTopic, TopicProduced};
 /// Reads the current send deadline (the leader's lease deadline).
 type DeadlineFn = Box<dyn Fn() -> Instant + Send + Sync>;
 
-/// A delivery future that reports failures as text naming the topic.
-pub(crate) struct Delivery {
-    inner: DeliveryFuture,
-    topic: Arc<str>,
-    /// Counted when Kafka acknowledges (metrics on): the topic's counters,
-    /// the message's key + value bytes, when it was handed over.
-    count: Option<(Arc<TopicProduced>, usize, Instant, Arc<Histogram>)>,
-    /// This message's share of the window's bytes, given back when the
-    /// entry leaves the acknowledgement queue or is dropped (abort), once.
-    _window: WindowBytes,
-}
-
-/// Key + value bytes handed to the producer and not yet acknowledged.
-#[derive(Clone, Default)]
-struct WindowBytes(Arc<std::sync::atomic::AtomicU64>, u64);
-
-impl WindowBytes {
-    fn get(&self) -> u64 {
-        self.0.load(std::sync::atomic::Ordering::Relaxed)
-    }
-    fn take(&self, bytes: u64) -> WindowBytes {
-        self.0
-            .fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
-        WindowBytes(self.0.clone(), bytes)
-    }
-}
-
-impl Drop for WindowBytes {
-    fn drop(&mut self) {
-        if self.1 > 0 {
-            self.0
-                .fetch_sub(self.1, std::sync::atomic::Ordering::Relaxed);
-        }
-    }
-}
-
-impl Future for Delivery {
-    type Output = Result<(), String>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        match Pin::new(&mut self.inner).poll(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok(Ok(_))) => {
-                if let Some((topic, bytes, sent, latency)) = self.count.take() {
-                    topic.acked(bytes);
-                    latency.observe(sent.elapsed());
-                }
-                Poll::Ready(Ok(()))
-            }
-            Poll::Ready(Ok(Err((e, _)))) => {
-                Poll::Ready(Err(format!("delivery to {} failed: {e}", self.topic)))
-            }
-            Poll::Ready(Err(_)) => Poll::Ready(Err(format!(
-                "delivery to {} was cancelled (producer closed)",
-                self.topic
-            ))),
-        }
-    }
-}
-
 /// Streams [`ChangeEvent`]s into Kafka and reports the acknowledged position.
 pub struct KafkaSink {
     producer: Producer,
     router: Router,
-    tracker: AckTracker<Delivery>,
+    tracker: AckTracker,
     format: Format,
     schema_include: bool,
     schema_topic: String,
@@ -102,9 +38,8 @@ pub struct KafkaSink {
     /// Reused for each message's position header text.
     position_text: String,
     window: usize,
-    /// Byte bound of the window (`kafka.max_in_flight_bytes`) and what it holds.
+    /// Byte bound of the window (`kafka.max_in_flight_bytes`).
     window_max_bytes: u64,
-    window_bytes: WindowBytes,
     /// Age bound of the window: nothing more is handed to the producer while
     /// the oldest unacknowledged message has waited this long (half of
     /// `message.timeout.ms`, when set). Without it a full window queued
@@ -162,7 +97,6 @@ struct LastTopic {
 /// The ops counters the sink feeds from delivery acknowledgements.
 struct SinkMetrics {
     produced: Arc<ProducedByTopic>,
-    latency: Arc<Histogram>,
     topics: std::collections::HashMap<Arc<str>, Arc<TopicProduced>>,
 }
 
@@ -172,6 +106,7 @@ impl KafkaSink {
     /// `epoch` is the leader epoch written into every message's headers.
     pub async fn new(cfg: &KafkaConfig, pipeline: &str, epoch: i64) -> Result<Self, SinkError> {
         let mut producer = Producer::connect(cfg).await?;
+        let board = producer.board();
         for template in [&cfg.topic, &cfg.schema_topic] {
             if !template.contains("{db}") && !template.contains("{table}") {
                 producer
@@ -182,18 +117,18 @@ impl KafkaSink {
         Ok(KafkaSink {
             producer,
             router: Router::new(cfg, pipeline, TableFilter::default()),
-            tracker: AckTracker::new(),
+            // The board has room for max_in_flight (it was sized from it).
+            window: usize::try_from(cfg.max_in_flight)
+                .unwrap_or(usize::MAX)
+                .clamp(1, board.window()),
+            tracker: AckTracker::new(board),
             format: cfg.format,
             schema_include: cfg.debezium_schema,
             schema_topic: cfg.schema_topic.clone(),
             pipeline: pipeline.into(),
             epoch: epoch.to_string(),
             position_text: String::with_capacity(48),
-            window: usize::try_from(cfg.max_in_flight)
-                .unwrap_or(usize::MAX)
-                .max(1),
             window_max_bytes: cfg.max_in_flight_bytes.max(1),
-            window_bytes: WindowBytes::default(),
             max_age: cfg
                 .properties
                 .get("message.timeout.ms")
@@ -221,9 +156,9 @@ impl KafkaSink {
     /// Count acknowledged messages and bytes per topic into `produced`, and
     /// each message's hand-off-to-acknowledgement time into `latency`.
     pub fn with_metrics(mut self, produced: Arc<ProducedByTopic>, latency: Arc<Histogram>) -> Self {
+        self.tracker.set_latency(latency);
         self.metrics = Some(SinkMetrics {
             produced,
-            latency,
             topics: Default::default(),
         });
         self.last_topic = None;
@@ -411,7 +346,7 @@ impl KafkaSink {
                 self.tracker.in_flight()
             )));
         }
-        self.tracker = AckTracker::new();
+        self.tracker.reset();
         // The rate counts the new tracker's acknowledgements from zero.
         self.ack_rate = AckRate::new();
         Ok(())
@@ -644,6 +579,7 @@ impl KafkaSink {
         let sent = self.wait_for_gate(now).await?;
         loop {
             match self.producer.send(
+                self.tracker.next_token(),
                 &topic,
                 partition,
                 key,
@@ -657,22 +593,10 @@ impl KafkaSink {
                     self.snapshot_run.as_deref(),
                 ),
             ) {
-                Ok(inner) => {
-                    let count = self.metrics.as_ref().zip(counters).map(|(m, t)| {
-                        let bytes = key.map_or(0, <[u8]>::len) + value.len();
-                        (t, bytes, sent, m.latency.clone())
-                    });
+                Ok(()) => {
                     self.sent_messages += 1;
-                    self.sent_bytes += (value.len() + key.map_or(0, <[u8]>::len)) as u64;
-                    self.tracker.push_message(
-                        Delivery {
-                            inner,
-                            topic: topic.clone(),
-                            count,
-                            _window: self.window_bytes.take(bytes),
-                        },
-                        sent.into_std(),
-                    );
+                    self.sent_bytes += bytes;
+                    self.tracker.push_message(sent.into_std(), bytes, counters);
                     return Ok(());
                 }
                 Err(KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull)) => {
@@ -751,13 +675,13 @@ impl KafkaSink {
     /// A message of `bytes` does not fit beside what is in flight
     /// (`max_in_flight_bytes`); one message alone always fits.
     fn bytes_full(&self, bytes: u64) -> bool {
-        let held = self.window_bytes.get();
+        let held = self.tracker.in_flight_bytes();
         held > 0 && held + bytes > self.window_max_bytes
     }
 
     /// Key + value bytes handed to the producer and not yet acknowledged.
     pub fn in_flight_bytes(&self) -> u64 {
-        self.window_bytes.get()
+        self.tracker.in_flight_bytes()
     }
 
     /// The oldest unacknowledged message has waited `max_age` or longer.

@@ -9,15 +9,20 @@
 //! key partitioner), then `kafka.properties` as given.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
-use rdkafka::config::ClientConfig;
+use rdkafka::client::{ClientContext, DefaultClientContext};
+use rdkafka::config::{ClientConfig, FromClientConfigAndContext};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::OwnedHeaders;
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::message::{Message as _, OwnedHeaders};
+use rdkafka::producer::{
+    BaseRecord, DeliveryResult, Producer as _, ProducerContext, ThreadedProducer,
+};
+use tokio::sync::oneshot;
 
+use super::acks::DeliveryBoard;
 use super::SinkError;
 use crate::config::KafkaConfig;
 
@@ -63,9 +68,74 @@ fn admin_config(cfg: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     Ok(c)
 }
 
+/// The opaque of the transactional progress record (see [`Producer::send_progress`]);
+/// every other message's is its [`super::acks::AckTracker`] token.
+const PROGRESS_TOKEN: usize = usize::MAX;
+
+/// The producer's context: librdkafka's delivery callback (on the producer's
+/// polling thread) writes each outcome into the board the sink's tracker reads.
+pub struct DeliveryContext {
+    board: Arc<DeliveryBoard>,
+    /// Where the outcome of the open transaction's progress record goes.
+    progress: Mutex<Option<oneshot::Sender<Result<(), KafkaError>>>>,
+}
+
+impl ClientContext for DeliveryContext {}
+
+impl ProducerContext for DeliveryContext {
+    type DeliveryOpaque = usize;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
+        if token == PROGRESS_TOKEN {
+            let tx = self
+                .progress
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if let Some(tx) = tx {
+                let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
+            }
+            return;
+        }
+        let outcome = match result {
+            Ok(_) => Ok(()),
+            Err((e, m)) => Err(format!("delivery to {} failed: {e}", m.topic())),
+        };
+        self.board.complete(token as u64, outcome);
+    }
+}
+
+/// The librdkafka producer the sink and transactional delivery share.
+pub type RdProducer = ThreadedProducer<DeliveryContext>;
+
+/// Hand the open transaction's progress record to `producer`; the receiver
+/// gets its delivery outcome. One at a time: a second replaces the first's
+/// receiver (which then reports cancelled).
+pub fn send_progress(
+    producer: &RdProducer,
+    topic: &str,
+    key: &[u8],
+    value: &[u8],
+    headers: OwnedHeaders,
+) -> Result<oneshot::Receiver<Result<(), KafkaError>>, KafkaError> {
+    let (tx, rx) = oneshot::channel();
+    let slot = &producer.client().context().progress;
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
+    let rec = BaseRecord::with_opaque_to(topic, PROGRESS_TOKEN)
+        .partition(0)
+        .key(key)
+        .payload(value)
+        .headers(headers);
+    producer.send(rec).map_err(|(e, _)| {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+        e
+    })?;
+    Ok(rx)
+}
+
 /// A librdkafka producer plus the topic bookkeeping the sink needs.
 pub struct Producer {
-    inner: FutureProducer,
+    inner: RdProducer,
     admin: AdminClient<DefaultClientContext>,
     brokers: String,
     partitions: i32,
@@ -78,8 +148,13 @@ pub struct Producer {
 impl Producer {
     /// Build the clients and check that the brokers answer.
     pub async fn connect(cfg: &KafkaConfig) -> Result<Self, SinkError> {
-        let inner: FutureProducer = producer_config(cfg)?
-            .create()
+        let context = DeliveryContext {
+            board: Arc::new(DeliveryBoard::new(
+                usize::try_from(cfg.max_in_flight).unwrap_or(usize::MAX),
+            )),
+            progress: Mutex::new(None),
+        };
+        let inner = RdProducer::from_config_and_context(&producer_config(cfg)?, context)
             .map_err(|e| SinkError::Client(e.to_string()))?;
         let admin: AdminClient<DefaultClientContext> = admin_config(cfg)?
             .create()
@@ -109,8 +184,13 @@ impl Producer {
     }
 
     /// The underlying producer (for transactions and purges layered on top).
-    pub fn inner(&self) -> &FutureProducer {
+    pub fn inner(&self) -> &RdProducer {
         &self.inner
+    }
+
+    /// Where this producer's delivery callback records outcomes.
+    pub(crate) fn board(&self) -> Arc<DeliveryBoard> {
+        self.inner.client().context().board.clone()
     }
 
     /// Topics this producer has checked or created so far.
@@ -216,24 +296,30 @@ impl Producer {
         Ok(())
     }
 
-    /// Hand one message to librdkafka. `Err(QueueFull)` means: wait for
-    /// deliveries, then try again.
+    /// Hand one message to librdkafka under `token` (the sink's tracker's
+    /// next token: its outcome lands in [`Self::board`]). `Err(QueueFull)`
+    /// means: wait for deliveries, then try again.
     pub fn send(
         &self,
+        token: u64,
         topic: &str,
         partition: i32,
         key: Option<&[u8]>,
         value: &[u8],
         headers: OwnedHeaders,
-    ) -> Result<DeliveryFuture, KafkaError> {
-        let mut rec = FutureRecord::to(topic)
+    ) -> Result<(), KafkaError> {
+        let token = usize::try_from(token)
+            .ok()
+            .filter(|t| *t != PROGRESS_TOKEN)
+            .ok_or_else(|| KafkaError::MessageProduction(RDKafkaErrorCode::InvalidArgument))?;
+        let mut rec = BaseRecord::with_opaque_to(topic, token)
             .partition(partition)
             .payload(value)
             .headers(headers);
         if let Some(k) = key {
             rec = rec.key(k);
         }
-        self.inner.send_result(rec).map_err(|(e, _)| e)
+        self.inner.send(rec).map_err(|(e, _)| e)
     }
 
     /// Drop every queued and in-flight message; their deliveries fail with

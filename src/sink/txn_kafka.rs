@@ -13,9 +13,11 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer as _};
+use rdkafka::producer::Producer as _;
 use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use tokio::sync::oneshot;
 
+use super::producer::{send_progress, RdProducer};
 use super::txn::{TxnError, TxnOps};
 use super::{SinkError, HEADER_EPOCH, HEADER_PIPELINE};
 use crate::config::KafkaConfig;
@@ -56,19 +58,19 @@ pub fn classify(e: &KafkaError) -> TxnError {
 
 /// Transactional calls on the sink's producer (a clone of the same handle).
 pub struct RdTxn {
-    producer: FutureProducer,
+    producer: RdProducer,
     /// Consumer settings (brokers + security properties) for reading progress.
     cfg: KafkaConfig,
     topic: String,
     pipeline: String,
     epoch: String,
     /// The progress record of the open transaction (checked after commit).
-    progress: Option<DeliveryFuture>,
+    progress: Option<oneshot::Receiver<Result<(), KafkaError>>>,
 }
 
 impl RdTxn {
     pub fn new(
-        producer: FutureProducer,
+        producer: RdProducer,
         cfg: &KafkaConfig,
         topic: &str,
         pipeline: &str,
@@ -86,7 +88,7 @@ impl RdTxn {
 
     async fn blocking(
         &self,
-        f: impl FnOnce(&FutureProducer) -> Result<(), KafkaError> + Send + 'static,
+        f: impl FnOnce(&RdProducer) -> Result<(), KafkaError> + Send + 'static,
     ) -> Result<(), TxnError> {
         let p = self.producer.clone();
         tokio::task::spawn_blocking(move || f(&p))
@@ -130,16 +132,15 @@ impl TxnOps for RdTxn {
                 key: HEADER_EPOCH,
                 value: Some(self.epoch.as_bytes()),
             });
-        let rec = FutureRecord::to(&self.topic)
-            .partition(0)
-            .key(self.pipeline.as_bytes())
-            .payload(value.as_bytes())
-            .headers(headers);
-        let fut = self
-            .producer
-            .send_result(rec)
-            .map_err(|(e, _)| classify(&e))?;
-        self.progress = Some(fut);
+        let rx = send_progress(
+            &self.producer,
+            &self.topic,
+            self.pipeline.as_bytes(),
+            value.as_bytes(),
+            headers,
+        )
+        .map_err(|e| classify(&e))?;
+        self.progress = Some(rx);
         Ok(())
     }
 
@@ -154,8 +155,8 @@ impl TxnOps for RdTxn {
         // delivery of it is a failed transaction.
         if let Some(f) = self.progress.take() {
             match f.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(classify(&e)),
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => return Err(classify(&e)),
                 Err(_) => {
                     return Err(TxnError::Abortable(
                         "the progress record's delivery was cancelled".into(),
