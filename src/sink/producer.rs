@@ -9,6 +9,7 @@
 //! key partitioner), then `kafka.properties` as given.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,31 +69,48 @@ fn admin_config(cfg: &KafkaConfig) -> Result<ClientConfig, SinkError> {
     Ok(c)
 }
 
-/// The opaque of the transactional progress record (see [`Producer::send_progress`]);
-/// every other message's is its [`super::acks::AckTracker`] token.
-const PROGRESS_TOKEN: usize = usize::MAX;
+/// Set in the opaque of a transactional progress record (the rest of it
+/// numbers the record, see [`send_progress`]); every other message's opaque
+/// is its [`super::acks::AckTracker`] token, far below it.
+const PROGRESS_BIT: usize = 1 << (usize::BITS - 1);
+
+/// Where a progress record's delivery outcome goes.
+type ProgressSender = oneshot::Sender<Result<(), KafkaError>>;
 
 /// The producer's context: librdkafka's delivery callback (on the producer's
 /// polling thread) writes each outcome into the board the sink's tracker reads.
 pub struct DeliveryContext {
     board: Arc<DeliveryBoard>,
-    /// Where the outcome of the open transaction's progress record goes.
-    progress: Mutex<Option<oneshot::Sender<Result<(), KafkaError>>>>,
+    /// Where the outcome of the open transaction's progress record goes,
+    /// with that record's opaque: the report of an earlier record (an aborted
+    /// transaction's, purged) must not answer for a later one.
+    progress: Mutex<Option<(usize, ProgressSender)>>,
+    /// The number of the next progress record.
+    progress_seq: AtomicUsize,
 }
 
 impl ClientContext for DeliveryContext {}
+
+impl DeliveryContext {
+    /// The waiting sender of progress record `token`, if it is the one waited for.
+    fn take_progress(&self, token: usize) -> Option<ProgressSender> {
+        let mut slot = self.progress.lock().unwrap_or_else(|e| e.into_inner());
+        match slot.take() {
+            Some((waiting, tx)) if waiting == token => Some(tx),
+            other => {
+                *slot = other;
+                None
+            }
+        }
+    }
+}
 
 impl ProducerContext for DeliveryContext {
     type DeliveryOpaque = usize;
 
     fn delivery(&self, result: &DeliveryResult<'_>, token: usize) {
-        if token == PROGRESS_TOKEN {
-            let tx = self
-                .progress
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .take();
-            if let Some(tx) = tx {
+        if token & PROGRESS_BIT != 0 {
+            if let Some(tx) = self.take_progress(token) {
                 let _ = tx.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.clone()));
             }
             return;
@@ -110,7 +128,7 @@ pub type RdProducer = ThreadedProducer<DeliveryContext>;
 
 /// Hand the open transaction's progress record to `producer`; the receiver
 /// gets its delivery outcome. One at a time: a second replaces the first's
-/// receiver (which then reports cancelled).
+/// receiver (which then reports cancelled), and the first's report is dropped.
 pub fn send_progress(
     producer: &RdProducer,
     topic: &str,
@@ -119,9 +137,12 @@ pub fn send_progress(
     headers: OwnedHeaders,
 ) -> Result<oneshot::Receiver<Result<(), KafkaError>>, KafkaError> {
     let (tx, rx) = oneshot::channel();
-    let slot = &producer.client().context().progress;
-    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some(tx);
-    let rec = BaseRecord::with_opaque_to(topic, PROGRESS_TOKEN)
+    let context = producer.client().context();
+    let token =
+        PROGRESS_BIT | (context.progress_seq.fetch_add(1, Ordering::Relaxed) & !PROGRESS_BIT);
+    let slot = &context.progress;
+    *slot.lock().unwrap_or_else(|e| e.into_inner()) = Some((token, tx));
+    let rec = BaseRecord::with_opaque_to(topic, token)
         .partition(0)
         .key(key)
         .payload(value)
@@ -153,6 +174,7 @@ impl Producer {
                 usize::try_from(cfg.max_in_flight).unwrap_or(usize::MAX),
             )),
             progress: Mutex::new(None),
+            progress_seq: AtomicUsize::new(0),
         };
         let inner = RdProducer::from_config_and_context(&producer_config(cfg)?, context)
             .map_err(|e| SinkError::Client(e.to_string()))?;
@@ -310,7 +332,7 @@ impl Producer {
     ) -> Result<(), KafkaError> {
         let token = usize::try_from(token)
             .ok()
-            .filter(|t| *t != PROGRESS_TOKEN)
+            .filter(|t| t & PROGRESS_BIT == 0)
             .ok_or_else(|| KafkaError::MessageProduction(RDKafkaErrorCode::InvalidArgument))?;
         let mut rec = BaseRecord::with_opaque_to(topic, token)
             .partition(partition)
@@ -333,6 +355,27 @@ impl Producer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_earlier_progress_report_does_not_answer_for_the_open_one() {
+        let ctx = DeliveryContext {
+            board: Arc::new(DeliveryBoard::new(4)),
+            progress: Mutex::new(None),
+            progress_seq: AtomicUsize::new(0),
+        };
+        let (tx, mut rx) = oneshot::channel();
+        *ctx.progress.lock().unwrap() = Some((PROGRESS_BIT | 7, tx));
+        assert!(
+            ctx.take_progress(PROGRESS_BIT | 6).is_none(),
+            "an aborted transaction's record"
+        );
+        let tx = ctx
+            .take_progress(PROGRESS_BIT | 7)
+            .expect("the open record's sender");
+        tx.send(Ok(())).unwrap();
+        assert!(matches!(rx.try_recv(), Ok(Ok(()))));
+        assert!(ctx.take_progress(PROGRESS_BIT | 7).is_none(), "taken once");
+    }
 
     #[test]
     fn guarantees_and_tuning_are_set_and_properties_apply_last() {
