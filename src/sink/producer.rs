@@ -319,8 +319,8 @@ impl Producer {
     }
 
     /// Hand one message to librdkafka under `token` (the sink's tracker's
-    /// next token: its outcome lands in [`Self::board`]). `Err(QueueFull)`
-    /// means: wait for deliveries, then try again.
+    /// next token: its outcome lands in the board `board()` returns).
+    /// `Err(QueueFull)` means: wait for deliveries, then try again.
     pub fn send(
         &self,
         token: u64,
