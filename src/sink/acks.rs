@@ -289,6 +289,10 @@ impl AckTracker {
         if let Some(reason) = &self.failed {
             return Poll::Ready(Err(reason.clone()));
         }
+        // The clock for the latency metric, read once per drain (on its
+        // first acknowledged message), not once per message: the messages a
+        // drain pops were all acknowledged when it ran.
+        let mut now: Option<Instant> = None;
         loop {
             match self.queue.front() {
                 None => return Poll::Ready(Ok(())),
@@ -322,7 +326,8 @@ impl AckTracker {
                                 if let Some(c) = m.counter {
                                     c.acked(m.bytes as usize);
                                     if let Some(l) = &self.latency {
-                                        l.observe(m.at.elapsed());
+                                        let now = *now.get_or_insert_with(Instant::now);
+                                        l.observe(now.saturating_duration_since(m.at));
                                     }
                                 }
                             }
