@@ -47,6 +47,37 @@ def one_plain(r, name):
     return (r.get(name) or [{}])[0]
 
 
+def pair_rows(name, decode, pair):
+    """The end-to-end target over adjacent pairs (bench.sh --pairs): each
+    end-to-end idempotent run against the plain producer run next to it
+    (and our decode limit), one ratio per pair; the median is held to the
+    target, and every pair's ratio is shown."""
+    pairs, k = [], 1
+    while True:
+        e2e, plain = pair(k)
+        if not e2e and not plain:
+            break
+        e_r, p_r = num(e2e.get("rate")), num(plain.get("produce_plain"))
+        if e_r is not None and p_r:
+            lim = min(p_r, decode) if decode else p_r
+            rows = (num(e2e.get("messages")) or 0) - (num(e2e.get("first_seen")) or 0)
+            br = num(e2e.get("window_cpu_bridge"))
+            br_m = br * 1e6 / rows if br is not None and rows > 0 else None
+            pairs.append((e_r / lim, e_r, lim, br_m, num(plain.get("cpu_m_plain"))))
+        k += 1
+    if not pairs:
+        return
+    ratios = sorted(p[0] for p in pairs)
+    n = len(ratios)
+    med = ratios[n // 2] if n % 2 else (ratios[n // 2 - 1] + ratios[n // 2]) / 2
+    each = " / ".join(f"{p[0]:.2f}x" for p in pairs)
+    print(f"| end-to-end idempotent, {n} adjacent pairs with a plain producer run (rows/s) | {name} | {', '.join(rate(p[1]) for p in pairs)} | min(decode, plain produce) {', '.join(rate(p[2]) for p in pairs)} | median {med:.2f}x (each: {each}) | >= 0.70x{verdict(med >= 0.7)} |")
+    cpu = [p for p in pairs if p[3] is not None and p[4]]
+    if cpu:
+        each = " / ".join(f"{p[3] / p[4]:.2f}x" for p in cpu)
+        print(f"| CPU-seconds per 1M rows in those pairs: bridge (measured window) vs plain producer | {name} | {', '.join(f'{p[3]:.2f}' for p in cpu)} | {', '.join(f'{p[4]:.2f}' for p in cpu)} | each: {each} | - |")
+
+
 def cpu_rows(w, name, lim, e2e, ceiling, cores):
     """Where the CPU goes: per million rows, each limit alone and the
     end-to-end run (bridge, broker and MariaDB over the measured window), and
@@ -116,6 +147,7 @@ def main():
             e_r = num(e.get("rate"))
             ok = None if e_r is None or ceiling is None else e_r >= 0.7 * ceiling
             print(f"| end-to-end {mode} (rows/s) | {names[w]} | {rate(e_r)} | min(decode, plain produce) {rate(ceiling)} | {ratio(e_r, ceiling)} | >= 0.70x{verdict(ok)} |")
+        pair_rows(names[w], d_o, lambda k: (one(f"pair_e2e_{w}_{k}"), one(f"pair_plain_{w}_{k}")))
         cpu_rows(w, names[w], lim, one(f"e2e_{w}_idempotent"), ceiling, cores)
         base = one(f"e2e_{w}_idempotent-baseline")
         if base:

@@ -13,6 +13,8 @@
 //!   partition, key, value and headers, same producer settings and in-flight
 //!   window) to the same broker. Each side runs `--runs` times, alternating;
 //!   the best run of each side counts (decoding: at least three runs).
+//! - `plain FILE...`: one run of that plain producer alone, for the
+//!   script's adjacent pairs of it and an end-to-end run.
 //! - `watch`: while a `binlog-bridge run` streams a workload written before it
 //!   started, polls the high watermarks of the workload's topics until they
 //!   hold `--expect` messages; rows/s is counted from the first poll that
@@ -82,6 +84,25 @@ enum Cmd {
         #[arg(long, value_name = "PREFIX")]
         fixed_topics: Option<String>,
         /// The broker's pid: its CPU time is measured over each produce run.
+        #[arg(long)]
+        broker_pid: Option<u32>,
+    },
+    /// One run of the plain producer alone on a workload's rows (the
+    /// produce limit's reference), to pair with an end-to-end run measured
+    /// right before or after it.
+    Plain {
+        /// The binlog files the workload wrote, in order.
+        #[arg(required = true)]
+        files: Vec<String>,
+        #[arg(long)]
+        brokers: String,
+        /// Names this run's topics (PREFIX-TAG.DB.TABLE with
+        /// --fixed-topics, else time-stamped).
+        #[arg(long)]
+        tag: String,
+        #[arg(long, value_name = "PREFIX")]
+        fixed_topics: Option<String>,
+        /// The broker's pid: its CPU time is measured over the run.
         #[arg(long)]
         broker_pid: Option<u32>,
     },
@@ -327,6 +348,20 @@ async fn run_plain(
             .client()
             .fetch_metadata(Some(t), Duration::from_secs(10))?;
     }
+    // And its idempotent producer id, and a connection to each partition's
+    // leader: one untimed message to each partition the run writes, each
+    // awaited. Without it the first timed messages waited for the producer
+    // id (0.5-1 s at times: 20,000 rows measured at 19,000-446,000 msg/s).
+    let mut parts: Vec<(&str, i32)> = msgs.iter().map(|m| (&m.topic[..], m.partition)).collect();
+    parts.sort_unstable();
+    parts.dedup();
+    for (t, p) in parts {
+        let rec: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(t).partition(p).payload(&[]);
+        producer
+            .send(rec, Duration::from_secs(30))
+            .await
+            .map_err(|(e, _)| format!("warm-up message to {t} [{p}]: {e}"))?;
+    }
     // The sink's window: max_in_flight messages and max_in_flight_bytes.
     let window = cfg.max_in_flight as usize;
     let max_bytes = cfg.max_in_flight_bytes;
@@ -516,6 +551,35 @@ async fn limits(
         broker_per_m(&plain),
         per_m(sink.cpu),
         broker_per_m(&sink),
+    );
+    Ok(())
+}
+
+/// `Plain`: decode and encode untimed, then one timed plain producer run.
+async fn plain(
+    files: &[String],
+    brokers: &str,
+    tag: &str,
+    fixed: Option<&str>,
+    broker_pid: Option<u32>,
+) -> Result<(), Error> {
+    let (evs, _) = decode(files)?;
+    let rows = rows_of(&evs);
+    if rows == 0 {
+        return Err(format!("{} holds no row events", files.join(" ")).into());
+    }
+    let cfg = kafka_cfg(brokers, tag, fixed);
+    create_topics(&cfg, &evs).await?;
+    let msgs = pre_encode(&cfg, &evs, cfg.partitions as usize)?;
+    drop(evs);
+    let p = run_plain(&cfg, &msgs, broker_pid).await?;
+    let per_m = |cpu: f64| cpu * 1e6 / rows as f64;
+    println!(
+        "RESULT rows={rows} produce_plain={:.0} cpu_m_plain={:.2} cpu_m_plain_broker={}",
+        rows as f64 / p.took.as_secs_f64(),
+        per_m(p.cpu),
+        p.broker_cpu
+            .map_or("-".to_string(), |b| format!("{:.2}", per_m(b))),
     );
     Ok(())
 }
@@ -910,6 +974,13 @@ async fn main() {
             fixed_topics,
             broker_pid,
         } => limits(&files, &brokers, runs, fixed_topics.as_deref(), broker_pid).await,
+        Cmd::Plain {
+            files,
+            brokers,
+            tag,
+            fixed_topics,
+            broker_pid,
+        } => plain(&files, &brokers, &tag, fixed_topics.as_deref(), broker_pid).await,
         Cmd::Watch {
             brokers,
             topic,

@@ -5,7 +5,7 @@
 #
 #   bash scripts/bench.sh [--rows N] [--quick] [--workloads "a b c"] [--limit-runs N]
 #                         [--brokers "tansu mock"] [--skip-peer] [--skip-latency]
-#                         [--skip-failover] [--keep-env]
+#                         [--pairs N] [--skip-failover] [--keep-env]
 #
 # --rows N (default 1000000) sizes every workload; --quick is a smoke run
 # (20000 rows, one run per limit, a short latency run, two failover rounds).
@@ -13,6 +13,11 @@
 # many times each limit is measured (the best run counts). --baseline BIN
 # also runs each end-to-end idempotent workload with another binlog-bridge
 # binary (e.g. a build before a change) for a before/after ratio.
+# --pairs N (default 3, 1 with --quick, 0 skips) measures the end-to-end
+# target a second way: N adjacent pairs of one plain producer run and one
+# end-to-end idempotent run (order alternating), each pair's ratio taken on
+# its own, so that both sides of a ratio ran within seconds of each other
+# (the machine's speed moves by up to 1.7x within minutes).
 # --brokers (default both) picks the Kafka brokers every throughput and
 # latency row is measured against, each in its own table:
 # - tansu: a real on-disk broker (tansu 0.6.0 on sqlite). It acknowledges
@@ -70,8 +75,9 @@ SKIP_LATENCY=0
 LIMIT_RUNS=
 BASELINE=
 BROKERS="tansu mock"
+PAIRS=
 usage() {
-  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--brokers 'tansu mock'] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
+  echo "usage: $0 [--rows N] [--quick] [--workloads 'a b c'] [--limit-runs N] [--baseline BIN] [--brokers 'tansu mock'] [--pairs N] [--skip-peer] [--skip-latency] [--skip-failover] [--keep-env]" >&2
   exit 2
 }
 while [ $# -gt 0 ]; do
@@ -82,6 +88,7 @@ while [ $# -gt 0 ]; do
     --limit-runs) [[ "${2:-}" =~ ^[1-9][0-9]*$ ]] || { echo "--limit-runs needs a number >= 1" >&2; exit 2; }; LIMIT_RUNS=$2; shift 2 ;;
     --baseline) [ -x "${2:-}" ] || { echo "--baseline needs an executable binlog-bridge binary" >&2; exit 2; }; BASELINE=$(realpath "$2"); shift 2 ;;
     --brokers) [[ "${2:-}" =~ ^(tansu|mock)( (tansu|mock))?$ ]] || { echo "--brokers takes tansu, mock or both ('tansu mock')" >&2; exit 2; }; BROKERS=$2; shift 2 ;;
+    --pairs) [[ "${2:-}" =~ ^[0-9]+$ ]] || { echo "--pairs needs a number >= 0" >&2; exit 2; }; PAIRS=$2; shift 2 ;;
     --skip-peer) SKIP_PEER=1; shift ;;
     --skip-latency) SKIP_LATENCY=1; shift ;;
     --skip-failover) SKIP_FAILOVER=1; shift ;;
@@ -97,9 +104,10 @@ done
 LAT_SECS=20 LAT_RATE=${BB_BENCH_LATENCY_RATE:-2000} CHAOS_ROUNDS=4
 MOCK_LAT_RATE=${BB_BENCH_MOCK_LATENCY_RATE:-5000}
 if [ "$QUICK" = 1 ]; then
-  ROWS=20000 LIMIT_RUNS=${LIMIT_RUNS:-1} LAT_SECS=8 CHAOS_ROUNDS=2
+  ROWS=20000 LIMIT_RUNS=${LIMIT_RUNS:-1} LAT_SECS=8 CHAOS_ROUNDS=2 PAIRS=${PAIRS:-1}
 fi
 LIMIT_RUNS=${LIMIT_RUNS:-2}
+PAIRS=${PAIRS:-3}
 ROWS=$((ROWS / 10 * 10)) # workload (c) writes transactions of ten changes
 
 say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -168,6 +176,10 @@ case " $BROKERS " in *" mock "*)
     done
     for run in idempotent at-least-once idempotent-baseline transactional; do
       topics+=("mock-e2e-$w-$run.bench_$w.$table" "mock-e2e-$w-$run.schema-changes")
+    done
+    for ((k = 1; k <= PAIRS; k++)); do
+      topics+=("limits-$w-pair$k.bench_$w.$table" "limits-$w-pair$k.schema")
+      topics+=("mock-pair-$w-$k.bench_$w.$table" "mock-pair-$w-$k.schema-changes")
     done
     topics+=("mock-peer-$w.bench_$w.$table")
   done
@@ -411,6 +423,35 @@ for w in $WORKLOADS; do
       echo "$out" >&2
       record "${BK_PREFIX}e2e_${w}_$run ${out#RESULT }"
       stop_bridge
+    done
+
+    # Adjacent pairs: a plain producer run and an end-to-end idempotent run
+    # next to each other (the order alternates), one ratio per pair.
+    for ((k = 1; k <= PAIRS; k++)); do
+      order="plain e2e"
+      [ $((k % 2)) = 1 ] || order="e2e plain"
+      for side in $order; do
+        if [ "$side" = plain ]; then
+          say "workload ($w), $broker broker: pair $k of $PAIRS, plain producer"
+          out=$("$TOOL" plain "${BINLOGS[@]}" --brokers "$BK_ADDR" --tag "pair$k" "${opts[@]}") || die "plain producer ($w, $broker, pair $k) failed"
+          echo "$out" >&2
+          res=$(grep '^RESULT' <<<"$out")
+          record "${BK_PREFIX}pair_plain_${w}_$k ${res#RESULT }"
+        else
+          tag="${BK_PREFIX}pair-$w-$k"
+          bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" idempotent "bench_$w.*" "$tag"
+          start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$BIN"
+          say "workload ($w), $broker broker: pair $k of $PAIRS, bridge (idempotent, pid $BRIDGE_PID)"
+          cpu_pids=()
+          [ -z "$BK_PID" ] || cpu_pids+=(--cpu-pid "broker=$BK_PID")
+          [ ! -s "$BB_DEV_DIR/mariadb.pid" ] || cpu_pids+=(--cpu-pid "mariadb=$(cat "$BB_DEV_DIR/mariadb.pid")")
+          out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID" "${cpu_pids[@]}") ||
+            die "end-to-end ($w, pair $k, $broker) failed; see $DIR/$tag.log"
+          echo "$out" >&2
+          record "${BK_PREFIX}pair_e2e_${w}_$k ${out#RESULT }"
+          stop_bridge
+        fi
+      done
     done
 
     if [ "$SKIP_PEER" = 0 ]; then
