@@ -348,6 +348,24 @@ stop_bridge() {
   fi
 }
 
+# e2e_run TAG MODE BINARY RESULT_NAME WHAT: one end-to-end run of workload $w
+# on the current broker from $FILE:$POS, timed by `bench_tool watch` (with the
+# broker's and MariaDB's CPU over the same window), recorded as RESULT_NAME.
+e2e_run() {
+  local tag=$1 mode=$2 bin=$3 name=$4 what=$5 out
+  bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
+  start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
+  say "workload ($w), $broker broker: bridge ($what, pid $BRIDGE_PID) from $FILE:$POS"
+  local cpu_pids=()
+  [ -z "$BK_PID" ] || cpu_pids+=(--cpu-pid "broker=$BK_PID")
+  [ ! -s "$BB_DEV_DIR/mariadb.pid" ] || cpu_pids+=(--cpu-pid "mariadb=$(cat "$BB_DEV_DIR/mariadb.pid")")
+  out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID" "${cpu_pids[@]}") ||
+    die "end-to-end ($w, $what, $broker) failed; see $DIR/$tag.log"
+  echo "$out" >&2
+  record "$name ${out#RESULT }"
+  stop_bridge
+}
+
 wait_streaming() { # waits up to 30 s for /status to say streaming
   local i
   for ((i = 0; i < 300; i++)); do
@@ -410,19 +428,7 @@ for w in $WORKLOADS; do
       mode=${run%-baseline}
       bin=$BIN
       [ "$run" = "$mode" ] || bin=$BASELINE
-      tag="${BK_PREFIX}e2e-$w-$run"
-      bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" "$mode" "bench_$w.*" "$tag"
-      start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$bin"
-      say "workload ($w), $broker broker: bridge ($run, pid $BRIDGE_PID) from $FILE:$POS"
-      # CPU time of the broker and of MariaDB over the same window as the bridge's.
-      cpu_pids=()
-      [ -z "$BK_PID" ] || cpu_pids+=(--cpu-pid "broker=$BK_PID")
-      [ ! -s "$BB_DEV_DIR/mariadb.pid" ] || cpu_pids+=(--cpu-pid "mariadb=$(cat "$BB_DEV_DIR/mariadb.pid")")
-      out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID" "${cpu_pids[@]}") ||
-        die "end-to-end ($w, $mode, $broker) failed; see $DIR/$tag.log"
-      echo "$out" >&2
-      record "${BK_PREFIX}e2e_${w}_$run ${out#RESULT }"
-      stop_bridge
+      e2e_run "${BK_PREFIX}e2e-$w-$run" "$mode" "$bin" "${BK_PREFIX}e2e_${w}_$run" "$run"
     done
 
     # Adjacent pairs: a plain producer run and an end-to-end idempotent run
@@ -438,18 +444,7 @@ for w in $WORKLOADS; do
           res=$(grep '^RESULT' <<<"$out")
           record "${BK_PREFIX}pair_plain_${w}_$k ${res#RESULT }"
         else
-          tag="${BK_PREFIX}pair-$w-$k"
-          bridge_config "$DIR/$tag.toml" "bench-$tag" "$FILE:$POS" idempotent "bench_$w.*" "$tag"
-          start_bridge "$DIR/$tag.toml" "$DIR/$tag.log" "$BIN"
-          say "workload ($w), $broker broker: pair $k of $PAIRS, bridge (idempotent, pid $BRIDGE_PID)"
-          cpu_pids=()
-          [ -z "$BK_PID" ] || cpu_pids+=(--cpu-pid "broker=$BK_PID")
-          [ ! -s "$BB_DEV_DIR/mariadb.pid" ] || cpu_pids+=(--cpu-pid "mariadb=$(cat "$BB_DEV_DIR/mariadb.pid")")
-          out=$("$TOOL" watch --brokers "$BK_ADDR" --topic "$tag.bench_$w.$table" --expect "$ROWS" --pid "$BRIDGE_PID" "${cpu_pids[@]}") ||
-            die "end-to-end ($w, pair $k, $broker) failed; see $DIR/$tag.log"
-          echo "$out" >&2
-          record "${BK_PREFIX}pair_e2e_${w}_$k ${out#RESULT }"
-          stop_bridge
+          e2e_run "${BK_PREFIX}pair-$w-$k" idempotent "$BIN" "${BK_PREFIX}pair_e2e_${w}_$k" "pair $k of $PAIRS, idempotent"
         fi
       done
     done
