@@ -6,6 +6,7 @@
 #   scripts/dev-env.sh up        install what is missing, start everything (idempotent)
 #   scripts/dev-env.sh down      stop what this script started (by pid files)
 #   scripts/dev-env.sh status    say what is up
+#   scripts/dev-env.sh diagnose  services, their log tails, disk and memory
 #   scripts/dev-env.sh env       print the endpoints as shell exports
 #   scripts/dev-env.sh install   only install packages and build the broker
 #   scripts/dev-env.sh install-packages | build-broker   one of the two
@@ -289,6 +290,32 @@ status() {
   return $rc
 }
 
+# What a failed test run needs to tell a broken service from a broken test:
+# each service up or down with the end of its log, MariaDB's connection
+# counters, disk and memory. Prints; never fails.
+diagnose() {
+  local n logf
+  echo "[dev-env] diagnosis at $(date -u +%FT%TZ)"
+  for n in mariadb etcd1 etcd2 etcd3 broker; do
+    if is_running "$n"; then echo "--- $n: up (pid $(cat "$(pidfile "$n")"))"; else echo "--- $n: DOWN"; fi
+    logf=$DATA/$n.log
+    # MariaDB's crash report is long; etcd and the broker say little at the end.
+    [ -f "$logf" ] && tail -n "$([ "$n" = mariadb ] && echo 30 || echo 6)" "$logf" | sed 's/^/    /'
+  done
+  if is_running mariadb; then
+    echo "--- mariadb counters"
+    mariadb --defaults-file="$(mycnf)" --protocol=tcp -N -B -e \
+      "SHOW GLOBAL STATUS WHERE Variable_name IN ('Threads_connected','Max_used_connections','Aborted_connects','Connection_errors_max_connections','Uptime')" 2>&1 \
+      | sed 's/^/    /' || true
+  fi
+  echo "--- disk"
+  df -h "$DATA" /tmp 2>&1 | sed 's/^/    /' || true
+  echo "--- memory"
+  free -m 2>&1 | sed 's/^/    /' || true
+  echo "--- processes: $(ps -e --no-headers 2>/dev/null | wc -l) (pid_max $(cat /proc/sys/kernel/pid_max 2>/dev/null))"
+  dmesg 2>/dev/null | grep -i -E "out of memory|killed process|oom" | tail -n 5 | sed 's/^/    /' || true
+}
+
 cmd=${1:-}
 mkdir -p "$DATA"
 case "$cmd" in
@@ -312,6 +339,7 @@ case "$cmd" in
     log "stopped"
     ;;
   status) status ;;
+  diagnose) diagnose ;;
   env) print_env ;;
   start)
     case "${2:-}" in

@@ -9,4 +9,9 @@ cd "$ROOT"
 bash scripts/dev-env.sh up
 eval "$(bash scripts/dev-env.sh env)"
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
-cargo nextest run --profile ci --no-tests fail "$@"
+rc=0
+cargo nextest run --profile ci --no-tests fail "$@" || rc=$?
+# On failure, say whether the shared services were still healthy: a dead
+# MariaDB fails every test after it, and the run's tail is what gets read.
+if [ "$rc" -ne 0 ]; then bash scripts/dev-env.sh diagnose; fi
+exit "$rc"

@@ -191,7 +191,24 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
         "resumed at {} (checkpoint before the loss {before_n}, last send {last_n})",
         resume.n
     );
-    let cp = read_checkpoint(&client, &keys).await.expect("checkpoint");
-    assert_eq!(cp.checkpoint.epoch, first.epoch);
+    // The new leader's first checkpoint write may wait on an etcd that is
+    // still settling after the restart: poll for it rather than expect it
+    // within a fixed time. Until it lands, etcd may only hold the old epoch's.
+    let cp_epoch = wait_for(
+        "the resumed leader's checkpoint",
+        Duration::from_secs(15),
+        || async {
+            let cp = read_checkpoint(&client, &keys).await.expect("checkpoint");
+            let e = cp.checkpoint.epoch;
+            assert!(
+                e == epoch1 || e == first.epoch,
+                "checkpoint epoch {e} is neither the old ({epoch1}) nor the resumed leader's ({})",
+                first.epoch
+            );
+            (e == first.epoch).then_some(e)
+        },
+    )
+    .await;
+    assert_eq!(cp_epoch, first.epoch);
     b.wait_status_leader(first.pid, first.epoch).await;
 }
