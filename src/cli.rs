@@ -22,6 +22,8 @@ pub const EXIT_CONFIG: u8 = 2;
 /// behind an etcd lease, position checkpointed in etcd.
 #[derive(Debug, Parser)]
 #[command(name = "binlog-bridge", version, about, long_about = None)]
+// The doc comments are `--help` text, where `<SECTION>` is meant literally.
+#[allow(rustdoc::invalid_html_tags)]
 pub struct Cli {
     /// Configuration file (TOML). Every key can be overridden by an
     /// environment variable BINLOG_BRIDGE_<SECTION>_<KEY>.

@@ -18,8 +18,8 @@
 //! [`KafkaSink::acked_position`] (or what `flush` returns). It is a *resume*
 //! position: after a row or schema event at `p` it is `p.next_row()`, after a
 //! [`EventKind::Commit`] at `p` it is `p` (row 0 of the next transaction).
-//! It never passes a message Kafka has not acknowledged (enforced in
-//! [`acks`]). A delivery error stops the sink with that error; nothing is
+//! It never passes a message Kafka has not acknowledged (enforced in the
+//! private `acks` module). A delivery error stops the sink with that error; nothing is
 //! skipped, and every later call returns [`SinkError::Stopped`].
 //!
 //! Every message carries headers [`HEADER_POSITION`] (the event's
