@@ -292,7 +292,8 @@ status() {
 
 # What a failed test run needs to tell a broken service from a broken test:
 # each service up or down with the end of its log, MariaDB's connection
-# counters, disk and memory. Prints; never fails.
+# counters, disk, memory, and the kernel's OOM and segfault lines. Prints;
+# never fails.
 diagnose() {
   local n logf
   echo "[dev-env] diagnosis at $(date -u +%FT%TZ)"
@@ -313,7 +314,8 @@ diagnose() {
   echo "--- memory"
   free -m 2>&1 | sed 's/^/    /' || true
   echo "--- processes: $(ps -e --no-headers 2>/dev/null | wc -l) (pid_max $(cat /proc/sys/kernel/pid_max 2>/dev/null))"
-  dmesg 2>/dev/null | grep -i -E "out of memory|killed process|oom" | tail -n 5 | sed 's/^/    /' || true
+  # The kernel's word on a process that died: the OOM killer or a segfault.
+  dmesg 2>/dev/null | grep -E "Out of memory|Killed process|oom-kill|segfault" | tail -n 5 | sed 's/^/    /' || true
 }
 
 cmd=${1:-}

@@ -194,7 +194,7 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
     // The new leader's first checkpoint write may wait on an etcd that is
     // still settling after the restart: poll for it rather than expect it
     // within a fixed time. Until it lands, etcd may only hold the old epoch's.
-    let cp_epoch = wait_for(
+    wait_for(
         "the resumed leader's checkpoint",
         Duration::from_secs(15),
         || async {
@@ -205,10 +205,9 @@ async fn losing_the_etcd_quorum_stops_output_within_ttl_and_one_leader_resumes_a
                 "checkpoint epoch {e} is neither the old ({epoch1}) nor the resumed leader's ({})",
                 first.epoch
             );
-            (e == first.epoch).then_some(e)
+            (e == first.epoch).then_some(())
         },
     )
     .await;
-    assert_eq!(cp_epoch, first.epoch);
     b.wait_status_leader(first.pid, first.epoch).await;
 }

@@ -19,8 +19,8 @@
 //! position: after a row or schema event at `p` it is `p.next_row()`, after a
 //! [`EventKind::Commit`] at `p` it is `p` (row 0 of the next transaction).
 //! It never passes a message Kafka has not acknowledged (enforced in the
-//! private `acks` module). A delivery error stops the sink with that error; nothing is
-//! skipped, and every later call returns [`SinkError::Stopped`].
+//! private `acks` module). A delivery error stops the sink with that error;
+//! nothing is skipped, and every later call returns [`SinkError::Stopped`].
 //!
 //! Every message carries headers [`HEADER_POSITION`] (the event's
 //! [`Position`] in its `FILE:OFFSET+ROW` text form), [`HEADER_GTID`] (the GTID
