@@ -303,6 +303,11 @@ diagnose() {
     # MariaDB's crash report is long; etcd and the broker say little at the end.
     [ -f "$logf" ] && tail -n "$([ "$n" = mariadb ] && echo 30 || echo 6)" "$logf" | sed 's/^/    /'
   done
+  # Errors scroll out of the tail behind routine warnings (aborted connections).
+  if [ -f "$DATA/mariadb.log" ]; then
+    echo "--- mariadb: its last errors"
+    grep -F "[ERROR]" "$DATA/mariadb.log" | tail -n 8 | sed 's/^/    /' || true
+  fi
   if is_running mariadb; then
     echo "--- mariadb counters"
     mariadb --defaults-file="$(mycnf)" --protocol=tcp -N -B -e \
