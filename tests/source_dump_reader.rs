@@ -4,10 +4,13 @@
 //! (sent as several packets and joined), a multi-row transaction, an update,
 //! a delete and a schema change. The big row is read by connections whose
 //! session max_allowed_packet (16 MiB) is smaller than its event, which
-//! mysql_async alone refused at every reconnect.
+//! mysql_async alone refused at every reconnect. A start position after
+//! that event, where MariaDB cannot tell the GTID state, still streams and
+//! says so in a warning.
 
 mod common;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use binlog_bridge::config::DumpReader;
@@ -44,6 +47,15 @@ async fn both_dump_readers_yield_the_same_events_including_a_row_over_16_mib() {
     // binlog would fail other tests' SHOW BINLOG EVENTS and
     // BINLOG_GTID_POS(), which read it within their session's
     // max_allowed_packet.
+    let log = Captured::default();
+    tracing::subscriber::set_global_default(
+        tracing_subscriber::fmt()
+            .with_writer(log.clone())
+            .with_ansi(false)
+            .with_max_level(tracing::Level::WARN)
+            .finish(),
+    )
+    .expect("the only subscriber of this test binary");
     let mut db = PrivateMariaDb::start(common::free_port(), &[]);
     db.sql(
         "CREATE DATABASE r; CREATE TABLE r.t (id INT PRIMARY KEY, n INT, v LONGTEXT);
@@ -99,5 +111,65 @@ async fn both_dump_readers_yield_the_same_events_including_a_row_over_16_mib() {
     for (i, (a, b)) in own.iter().zip(&driver).enumerate() {
         assert_eq!(a, b, "event {i} differs between the readers");
     }
+
+    // A start position after the big event, given without a GTID state (as
+    // `mysql.start = "FILE:OFFSET"` gives it): MariaDB's BINLOG_GTID_POS()
+    // answers NULL there, as it cannot read past an event over its
+    // max_allowed_packet. The rows still stream, and a warning says that the
+    // GTID state is not known and what to do.
+    let big_at = own
+        .iter()
+        .position(|e| matches!(&e.kind, EventKind::Row(r) if r.after.as_ref().is_some_and(|a| a.iter().any(|v| matches!(v, Value::String(t) if t.len() == BIG)))))
+        .expect("the big row");
+    let after_big = own[big_at..]
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::Commit))
+        .map(|e| Position::new(e.position.file.clone(), e.position.offset))
+        .expect("the big row's commit");
+    let rest = read_all(&url, DumpReader::Auto, "own", &after_big, 3).await;
+    let rest_rows = rest
+        .iter()
+        .filter(|e| matches!(e.kind, EventKind::Row(_)))
+        .count();
+    assert_eq!(
+        rest_rows, 2,
+        "the delete and insert 5 after the big row: {rest:#?}"
+    );
+    let logged = String::from_utf8_lossy(&log.0.lock().expect("log buffer")).into_owned();
+    let warning = logged
+        .lines()
+        .find(|l| l.contains("cannot read the GTID state at the start position"))
+        .unwrap_or_else(|| panic!("no GTID state warning in:\n{logged}"));
+    assert!(warning.contains("WARN"), "{warning}");
+    assert!(
+        warning.contains(&after_big.to_string()) && warning.contains("max_allowed_packet"),
+        "names the position and the setting: {warning}"
+    );
     db.stop();
+}
+
+/// What the source logs, kept for assertions.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .map_err(|_| std::io::Error::other("log buffer poisoned"))?
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Captured {
+        self.clone()
+    }
 }

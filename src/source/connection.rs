@@ -240,12 +240,26 @@ pub async fn current_position(conn: &mut Conn) -> Result<Position, SourceError> 
     }
 }
 
-/// MariaDB: the GTID state at a binlog position (`BINLOG_GTID_POS`).
-pub async fn mariadb_gtid_at(conn: &mut Conn, file: &str, offset: u64) -> Option<String> {
-    let r: Result<Option<Option<String>>, _> = conn
+/// MariaDB: the GTID state at a binlog position (`BINLOG_GTID_POS`); `None`
+/// when the history before it is empty. An error says why the server could
+/// not tell.
+pub async fn mariadb_gtid_at(
+    conn: &mut Conn,
+    file: &str,
+    offset: u64,
+) -> Result<Option<String>, String> {
+    let r: Option<Option<String>> = conn
         .exec_first("SELECT BINLOG_GTID_POS(?, ?)", (file, offset))
-        .await;
-    r.ok().flatten().flatten().filter(|s| !s.is_empty())
+        .await
+        .map_err(|e| e.to_string())?;
+    match r.flatten() {
+        // MariaDB answers NULL, not an error, when it cannot read that far
+        // (measured: after an event over its max_allowed_packet) or the
+        // offset is not where an event starts.
+        None => Err("the server answered NULL: an event before the position in that file is larger than the server's max_allowed_packet, or the position is not an event boundary".into()),
+        Some(s) if s.is_empty() => Ok(None),
+        Some(s) => Ok(Some(s)),
+    }
 }
 
 /// Rebuild an event's bytes exactly as the server sent them into `raw`

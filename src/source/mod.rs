@@ -360,9 +360,21 @@ impl BinlogSource {
         }
         let mut pos = from.clone();
         if pos.gtid.is_none() && self.flavor == Flavor::MariaDb {
-            pos.gtid = connection::mariadb_gtid_at(&mut conn, &pos.file, pos.offset)
-                .await
-                .map(Into::into);
+            match connection::mariadb_gtid_at(&mut conn, &pos.file, pos.offset).await {
+                Ok(g) => pos.gtid = g.map(Into::into),
+                // Rows still stream from the position; only the GTID state
+                // the bridge reports (bb.gtid-state, checkpoints) is then
+                // built from the stream and lacks what came before it.
+                Err(e) => tracing::warn!(
+                    position = %pos,
+                    error = %e,
+                    "cannot read the GTID state at the start position (SELECT BINLOG_GTID_POS); \
+                     streaming from the position all the same, but the GTID state in \
+                     bb.gtid-state headers and checkpoints is then built from the stream \
+                     and misses replication domains with no transaction after it; raise \
+                     the server's max_allowed_packet above the binlog's largest event"
+                ),
+            }
         }
         self.decoder.resume_at(&pos);
         let dump = DumpFrom::File {
