@@ -183,16 +183,23 @@ pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckR
                 "SHOW BINLOG EVENTS IN '{}' LIMIT 4",
                 first.replace('\'', "''")
             );
-            let rows: Result<Vec<mysql_async::Row>, _> = conn.query(q).await;
-            let oldest = rows.ok().and_then(|rows| {
-                rows.iter().find_map(|r| {
-                    let kind: Option<String> = r.get_opt(2).and_then(Result::ok);
-                    let info: Option<String> = r.get_opt(5).and_then(Result::ok);
-                    (kind.as_deref() == Some("Gtid_list")).then(|| info.unwrap_or_default())
-                })
+            let rows: Vec<mysql_async::Row> = match conn.query(q).await {
+                Ok(rows) => rows,
+                Err(e) => {
+                    return fail(format!(
+                        "cannot read the GTID list of {first} (SHOW BINLOG EVENTS: {e}; an event over the server's max_allowed_packet early in that file stops it)"
+                    ))
+                }
+            };
+            let oldest = rows.iter().find_map(|r| {
+                let kind: Option<String> = r.get_opt(2).and_then(Result::ok);
+                let info: Option<String> = r.get_opt(5).and_then(Result::ok);
+                (kind.as_deref() == Some("Gtid_list")).then(|| info.unwrap_or_default())
             });
             let Some(list) = oldest else {
-                return fail(format!("cannot read the GTID list of {first}"));
+                return fail(format!(
+                    "cannot read the GTID list of {first}: no Gtid_list event among its first four"
+                ));
             };
             let list = list.trim_matches(|c| c == '[' || c == ']');
             if list.is_empty() {
