@@ -235,6 +235,43 @@ async fn purged_position_and_gtid_are_definite_errors() {
             assert!(r.detail.contains("re-snapshot"), "{}", r.detail);
         }
     }
+    // An offset inside the first event, and one past the file's end: the
+    // dump would refuse both ("impossible position").
+    for offset in [5, newest.offset + 1000] {
+        let start = format!("{}:{offset}", newest.file);
+        let r = binlog_bridge::source::checks::start_position(&mut conn, &start).await;
+        assert!(!r.ok, "{start}: {}", r.detail);
+        assert!(
+            r.detail.contains(&format!("no event at offset {offset}"))
+                && r.detail.contains("SHOW MASTER STATUS"),
+            "{start}: {}",
+            r.detail
+        );
+    }
+    // Streaming from there anyway: what the server answers ("bogus data in
+    // log event" inside an event, "impossible position" past the end) is a
+    // definite error that says what to start from instead.
+    for offset in [5, newest.offset + 1000] {
+        let from = binlog_bridge::event::Position::new(newest.file.clone(), offset);
+        let r = async {
+            let mut src =
+                BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Position(from))
+                    .await?;
+            src.next_event().await
+        };
+        let e = tokio::time::timeout(Duration::from_secs(20), r)
+            .await
+            .expect("answer in time")
+            .expect_err("no event starts there");
+        assert!(e.is_definite(), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("error 1236")
+                && msg.contains(&format!("{}:{offset}", newest.file))
+                && msg.contains("SHOW MASTER STATUS"),
+            "{msg}"
+        );
+    }
     db.stop();
 }
 

@@ -122,7 +122,8 @@ pub async fn privileges(conn: &mut mysql_async::Conn) -> Vec<CheckResult> {
 
 /// Is the configured start position still on the server?
 ///
-/// `FILE:OFFSET` must name a file in `SHOW BINARY LOGS`. A MariaDB GTID list
+/// `FILE:OFFSET` must name a file in `SHOW BINARY LOGS` and an offset where
+/// an event starts (or the file's end). A MariaDB GTID list
 /// must not be older than the GTID list at the start of the oldest binlog.
 pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckResult {
     let name = "mysql start position".to_string();
@@ -155,14 +156,27 @@ pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckR
             detail: "latest".into(),
         },
         Ok(crate::config::StartPosition::At(p)) => {
-            if logs.iter().any(|l| **l == *p.file) {
-                CheckResult {
+            if !logs.iter().any(|l| **l == *p.file) {
+                return fail(purged(&p.to_string()));
+            }
+            // The dump refuses an offset where no event starts ("impossible
+            // position"), after the bridge has taken the lead: say so here.
+            // At the end of the file (SHOW MASTER STATUS) the answer is empty.
+            let q = format!(
+                "SHOW BINLOG EVENTS IN '{}' FROM {} LIMIT 1",
+                p.file.replace('\'', "''"),
+                p.offset
+            );
+            match conn.query::<mysql_async::Row, _>(q).await {
+                Ok(_) => CheckResult {
                     name,
                     ok: true,
                     detail: format!("{p} is on the server ({range})"),
-                }
-            } else {
-                fail(purged(&p.to_string()))
+                },
+                Err(e) => fail(format!(
+                    "{p}: the server reads no event at offset {} of {} (SHOW BINLOG EVENTS: {e}); start at an offset SHOW BINLOG EVENTS lists, or the one SHOW MASTER STATUS gives",
+                    p.offset, p.file
+                )),
             }
         }
         Ok(crate::config::StartPosition::Gtid(g)) => {

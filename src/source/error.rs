@@ -83,6 +83,12 @@ pub(crate) fn classify_server_error(code: u16, message: &str, what: &str) -> Sou
                     what: what.to_string(),
                     detail: message.to_string(),
                 }
+            } else if m.contains("impossible position") || m.contains("bogus data in log event") {
+                // MariaDB's words for an offset past the file's end, and for
+                // one inside an event (or a damaged file).
+                SourceError::Refused(format!(
+                    "error {code}: {message}; no event starts where the dump was asked to start ({what}), or the binlog is damaged there: start at an offset SHOW BINLOG EVENTS lists, or the one SHOW MASTER STATUS gives (`binlog-bridge check` tests mysql.start)"
+                ))
             } else {
                 SourceError::Refused(format!("error {code}: {message}"))
             }
