@@ -22,6 +22,19 @@ fn ids(evs: &[binlog_bridge::event::ChangeEvent]) -> Vec<i64> {
         .collect()
 }
 
+/// Start a source at `from` and return the error it ends in: at the start,
+/// or on the first read (the server refuses a dump when it begins it).
+async fn first_error(cfg: &binlog_bridge::config::MysqlConfig, from: StartFrom) -> SourceError {
+    let r = async {
+        let mut src = BinlogSource::start(cfg, SourceOptions::default(), from).await?;
+        src.next_event().await
+    };
+    tokio::time::timeout(Duration::from_secs(20), r)
+        .await
+        .expect("answer in time")
+        .expect_err("the source refuses this start")
+}
+
 fn position(db: &PrivateMariaDb) -> binlog_bridge::event::Position {
     let out = db.sql("SHOW MASTER STATUS");
     let mut f = out.split_whitespace();
@@ -203,19 +216,7 @@ async fn purged_position_and_gtid_are_definite_errors() {
     );
 
     // A GTID state older than the oldest binlog: the server refuses the dump.
-    let r = async {
-        let mut src = BinlogSource::start(
-            &cfg,
-            SourceOptions::default(),
-            StartFrom::Gtid("0-1-1".into()),
-        )
-        .await?;
-        src.next_event().await
-    };
-    let e = tokio::time::timeout(Duration::from_secs(20), r)
-        .await
-        .expect("answer in time")
-        .expect_err("purged GTID fails");
+    let e = first_error(&cfg, StartFrom::Gtid("0-1-1".into())).await;
     assert!(matches!(e, SourceError::Purged { .. }), "{e:?}");
     assert!(e.to_string().contains("re-snapshot"), "{e}");
 
@@ -235,8 +236,10 @@ async fn purged_position_and_gtid_are_definite_errors() {
             assert!(r.detail.contains("re-snapshot"), "{}", r.detail);
         }
     }
-    // An offset inside the first event, and one past the file's end: the
-    // dump would refuse both ("impossible position").
+    // An offset inside the first event, and one past the file's end: check
+    // fails both, and streaming from there anyway gets the server's answer
+    // ("bogus data in log event", "impossible position") as a definite error
+    // that says what to start from instead.
     for offset in [5, newest.offset + 1000] {
         let start = format!("{}:{offset}", newest.file);
         let r = binlog_bridge::source::checks::start_position(&mut conn, &start).await;
@@ -247,27 +250,13 @@ async fn purged_position_and_gtid_are_definite_errors() {
             "{start}: {}",
             r.detail
         );
-    }
-    // Streaming from there anyway: what the server answers ("bogus data in
-    // log event" inside an event, "impossible position" past the end) is a
-    // definite error that says what to start from instead.
-    for offset in [5, newest.offset + 1000] {
         let from = binlog_bridge::event::Position::new(newest.file.clone(), offset);
-        let r = async {
-            let mut src =
-                BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Position(from))
-                    .await?;
-            src.next_event().await
-        };
-        let e = tokio::time::timeout(Duration::from_secs(20), r)
-            .await
-            .expect("answer in time")
-            .expect_err("no event starts there");
+        let e = first_error(&cfg, StartFrom::Position(from)).await;
         assert!(e.is_definite(), "{e:?}");
         let msg = e.to_string();
         assert!(
             msg.contains("error 1236")
-                && msg.contains(&format!("{}:{offset}", newest.file))
+                && msg.contains(&start)
                 && msg.contains("SHOW MASTER STATUS"),
             "{msg}"
         );
