@@ -2,8 +2,10 @@
 //!
 //! Exit codes scripts can rely on: 0 success, 1 a runtime failure (a server
 //! unreachable, a check failed, `checkpoint set` refused because a leader
-//! holds the lock, `checkpoint show` with no checkpoint yet), 2 bad usage or
-//! bad configuration (including an invalid position for `checkpoint set`).
+//! holds the lock or the MySQL server could not be asked about the position,
+//! `checkpoint show` with no checkpoint yet), 2 bad usage or bad
+//! configuration (including a position for `checkpoint set` that does not
+//! parse, or that the server says no dump can start at).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -112,6 +114,10 @@ pub enum CheckpointAction {
         /// on its next checkpoint and step down).
         #[arg(long)]
         force: bool,
+        /// Write without first asking the MySQL server (`[mysql]`) whether a
+        /// dump can start at POSITION: for when the server cannot be reached.
+        #[arg(long)]
+        unchecked: bool,
     },
 }
 
@@ -153,7 +159,12 @@ pub async fn dispatch(cli: Cli) -> ExitCode {
                 position,
                 gtid,
                 force,
-            } => crate::coord::admin::checkpoint_set(&config.etcd, &position, gtid, force).await,
+                unchecked,
+            } => {
+                let server = (!unchecked).then_some(&config.mysql);
+                crate::coord::admin::checkpoint_set(&config.etcd, server, &position, gtid, force)
+                    .await
+            }
         },
         Command::Heartbeat { output, tick_ms } => {
             crate::pipeline::heartbeat::main(&config, output, tick_ms).await

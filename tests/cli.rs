@@ -51,7 +51,13 @@ fn help_describes_every_subcommand_and_flag() {
         (&["checkpoint", "show", "--help"], &["--json"]),
         (
             &["checkpoint", "set", "--help"],
-            &["--gtid", "--force", "POSITION", "FILE:OFFSET"],
+            &[
+                "--gtid",
+                "--force",
+                "--unchecked",
+                "POSITION",
+                "FILE:OFFSET",
+            ],
         ),
     ];
     for (args, words) in cases {

@@ -261,6 +261,95 @@ async fn purged_position_and_gtid_are_definite_errors() {
             "{msg}"
         );
     }
+
+    // `checkpoint set` asks the server the same before writing to etcd: a
+    // purged file or an offset where no event starts is refused (exit 2,
+    // nothing written); an unreachable server is refused too (exit 1), unless
+    // `--unchecked`.
+    let env = common::dev_env();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pipeline = common::unique("cpcheck");
+    let config = |url: &str| {
+        let path = dir.path().join(format!("{}.toml", common::unique("bb")));
+        std::fs::write(
+            &path,
+            format!(
+                "[mysql]\nurl = {url:?}\nserver_id = 4203\n[etcd]\nendpoints = {:?}\npipeline = {pipeline:?}\n\
+                 [kafka]\nbrokers = {:?}\n",
+                env.etcd_endpoints, env.kafka_brokers
+            ),
+        )
+        .expect("write config");
+        path
+    };
+    let good = config(&db.bridge_url());
+    let cli = |cfg: &std::path::Path, args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+            .arg("--config")
+            .arg(cfg)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run binlog-bridge");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let shown = |want: Option<&str>| {
+        let (code, text) = cli(&good, &["checkpoint", "show", "--json"]);
+        match want {
+            None => assert_eq!(code, Some(1), "no checkpoint yet: {text}"),
+            Some(p) => {
+                assert_eq!(code, Some(0), "{text}");
+                let doc: serde_json::Value = serde_json::from_str(&text).expect("checkpoint JSON");
+                let at = format!(
+                    "{}:{}",
+                    doc["position"]["file"].as_str().expect("file"),
+                    doc["position"]["offset"].as_u64().expect("offset")
+                );
+                assert_eq!(at, p, "{text}");
+            }
+        }
+    };
+    let inside = format!("{}:5", newest.file);
+    let series = newest.file.rsplit_once('.').expect("numbered binlog").0;
+    for (pos, words) in [
+        (old.to_string(), "is no longer on the server"),
+        (inside.clone(), "no event at offset 5"),
+        (format!("{series}.999999:4"), "the server has no binlog"),
+    ] {
+        let (code, text) = cli(&good, &["checkpoint", "set", &pos]);
+        assert_eq!(code, Some(2), "{pos}: {text}");
+        assert!(
+            text.contains("checkpoint not changed") && text.contains(words),
+            "{pos}: {text}"
+        );
+    }
+    shown(None);
+    let (code, text) = cli(&good, &["checkpoint", "set", &newest.to_string()]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(
+        text.contains(&format!("checked: {newest} is on the server")),
+        "{text}"
+    );
+    shown(Some(&newest.to_string()));
+    let down = config(&format!(
+        "mysql://bridge:bridge@127.0.0.1:{}",
+        common::free_port()
+    ));
+    let (code, text) = cli(&down, &["checkpoint", "set", &inside]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(
+        text.contains("cannot ask the MySQL server") && text.contains("--unchecked"),
+        "{text}"
+    );
+    shown(Some(&newest.to_string()));
+    let (code, text) = cli(&down, &["checkpoint", "set", &inside, "--unchecked"]);
+    assert_eq!(code, Some(0), "{text}");
+    shown(Some(&inside));
     db.stop();
 }
 

@@ -11,7 +11,7 @@ use super::checkpoint::{Checkpoint, CheckpointError, CheckpointStore};
 use super::election::current_leader;
 use super::{connect, now_ms, Keys};
 use crate::cli::{EXIT_CONFIG, EXIT_FAILURE};
-use crate::config::EtcdConfig;
+use crate::config::{redact_url, EtcdConfig, MysqlConfig};
 use crate::event::Position;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
@@ -221,9 +221,15 @@ pub async fn checkpoint_show(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `binlog-bridge checkpoint set POSITION [--gtid G] [--force]`.
+/// `binlog-bridge checkpoint set POSITION [--gtid G] [--force] [--unchecked]`.
+///
+/// With `server` (no `--unchecked`), the MySQL server is asked first whether
+/// a dump can start at POSITION, as `binlog-bridge check` asks for
+/// `mysql.start`: a purged file or an offset where no event starts is refused
+/// here instead of failing every takeover afterwards.
 pub async fn checkpoint_set(
     cfg: &EtcdConfig,
+    server: Option<&MysqlConfig>,
     position: &str,
     gtid: Option<String>,
     force: bool,
@@ -241,6 +247,12 @@ pub async fn checkpoint_set(
             return ExitCode::from(EXIT_CONFIG);
         }
         pos.gtid = Some(g.trim().into());
+    }
+    if let Some(mysql) = server {
+        match on_server(mysql, &pos).await {
+            Ok(detail) => println!("checked: {detail}"),
+            Err(code) => return code,
+        }
     }
     let keys = Keys::from_config(cfg);
     let client = match connect(cfg, TIMEOUT).await {
@@ -272,5 +284,30 @@ pub async fn checkpoint_set(
         }
         Err(e @ CheckpointError::LeaderActive { .. }) => fail(e),
         Err(e) => fail(e),
+    }
+}
+
+/// Can a dump start at `pos`? The server's answer (`binlog-bridge check`'s
+/// `mysql start position`), or the exit code after saying why not.
+async fn on_server(mysql: &MysqlConfig, pos: &Position) -> Result<String, ExitCode> {
+    let target = redact_url(&mysql.url);
+    let mut conn = match crate::source::connect(mysql, TIMEOUT).await {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!(
+                "error: checkpoint not changed: cannot ask the MySQL server at {target} whether a dump can start at {pos}: {e}; \
+                 start the server or fix mysql.url, or pass --unchecked to write the position without asking"
+            );
+            return Err(ExitCode::from(EXIT_FAILURE));
+        }
+    };
+    let at = format!("{}:{}", pos.file, pos.offset);
+    let r = crate::source::checks::start_position(&mut conn, &at).await;
+    let _ = conn.disconnect().await;
+    if r.ok {
+        Ok(r.detail)
+    } else {
+        eprintln!("error: checkpoint not changed: {}", r.detail);
+        Err(ExitCode::from(EXIT_CONFIG))
     }
 }
