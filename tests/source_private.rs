@@ -328,6 +328,15 @@ async fn purged_position_and_gtid_are_definite_errors() {
             "{pos}: {text}"
         );
     }
+    let (code, text) = cli(
+        &good,
+        &["checkpoint", "set", &newest.to_string(), "--gtid", "0-1"],
+    );
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("--gtid \"0-1\"") && text.contains("MariaDB GTID list"),
+        "{text}"
+    );
     shown(None);
     let (code, text) = cli(&good, &["checkpoint", "set", &newest.to_string()]);
     assert_eq!(code, Some(0), "{text}");

@@ -246,6 +246,10 @@ pub async fn checkpoint_set(
             eprintln!("error: --gtid is empty; give a MySQL GTID set or a MariaDB GTID list (e.g. 0-1-100)");
             return ExitCode::from(EXIT_CONFIG);
         }
+        if let Err(e) = crate::source::GtidState::parse(&g) {
+            eprintln!("error: --gtid {g:?}: {e}; give a MySQL GTID set (uuid:1-5) or a MariaDB GTID list (0-1-100)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
         pos.gtid = Some(g.trim().into());
     }
     if let Some(mysql) = server {

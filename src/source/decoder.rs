@@ -90,9 +90,25 @@ impl Decoder {
     /// Start at `pos`: skip `pos.row` events of the transaction starting there.
     pub fn resume_at(&mut self, pos: &Position) {
         self.file = pos.file.clone();
-        self.gtid = pos.gtid.as_deref().and_then(|g| GtidState::parse(g).ok());
+        self.gtid = pos.gtid.as_deref().and_then(|g| match GtidState::parse(g) {
+            Ok(state) => Some(state),
+            Err(e) => {
+                // Only a hand-edited checkpoint gets here (`checkpoint set`
+                // refuses such a --gtid): rows still stream from the position.
+                tracing::warn!(
+                    position = %pos,
+                    gtid = g,
+                    error = %e,
+                    "the GTID state of the resume position does not parse; streaming from \
+                     the position without it: bb.gtid-state headers and checkpoints are \
+                     built from the stream; set a valid one with `checkpoint set --gtid`"
+                );
+                None
+            }
+        });
         self.gtid_text = self.gtid.as_ref().map(|g| g.to_string().into());
         self.next = pos.clone();
+        self.next.gtid = self.gtid_text.clone();
         self.next.row = 0;
         self.resume = (pos.row > 0).then(|| pos.clone());
         self.txn = None;
@@ -498,6 +514,58 @@ pub fn first_keyword(stmt: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Log lines written under a test's own subscriber.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::Error::other("poisoned"))?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_resume_gtid_state_that_does_not_parse_is_dropped_with_a_warning() {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .finish();
+        let mut d = Decoder::new(
+            Arc::new(Charsets::default()),
+            TableFilter::new(&[], &[]),
+            true,
+        );
+        let mut pos = Position::new("binlog.000002", 400);
+        pos.gtid = Some("0-1".into());
+        tracing::subscriber::with_default(subscriber, || d.resume_at(&pos));
+        assert_eq!(d.next_position().gtid, None);
+        let text = String::from_utf8(lines.0.lock().expect("log").clone()).expect("UTF-8");
+        assert!(
+            text.contains("WARN")
+                && text.contains("does not parse")
+                && text.contains("binlog.000002:400")
+                && text.contains("0-1"),
+            "{text}"
+        );
+
+        // A valid one is kept, and says nothing.
+        let lines_before = text.len();
+        pos.gtid = Some("0-1-7".into());
+        d.resume_at(&pos);
+        assert_eq!(d.next_position().gtid.as_deref(), Some("0-1-7"));
+        assert_eq!(lines.0.lock().expect("log").len(), lines_before);
+    }
 
     #[test]
     fn keywords_skip_comments() {
