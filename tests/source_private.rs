@@ -324,7 +324,9 @@ async fn purged_position_and_gtid_are_definite_errors() {
         let (code, text) = cli(&good, &["checkpoint", "set", &pos]);
         assert_eq!(code, Some(2), "{pos}: {text}");
         assert!(
-            text.contains("checkpoint not changed") && text.contains(words),
+            text.contains("checkpoint not changed")
+                && text.contains(words)
+                && text.contains("--unchecked"),
             "{pos}: {text}"
         );
     }

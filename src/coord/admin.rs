@@ -311,7 +311,10 @@ async fn on_server(mysql: &MysqlConfig, pos: &Position) -> Result<String, ExitCo
     if r.ok {
         Ok(r.detail)
     } else {
-        eprintln!("error: checkpoint not changed: {}", r.detail);
+        eprintln!(
+            "error: checkpoint not changed: {} (--unchecked writes it without asking the server)",
+            r.detail
+        );
         Err(ExitCode::from(EXIT_CONFIG))
     }
 }
