@@ -361,6 +361,21 @@ async fn purged_position_and_gtid_are_definite_errors() {
     let (code, text) = cli(&down, &["checkpoint", "set", &inside, "--unchecked"]);
     assert_eq!(code, Some(0), "{text}");
     shown(Some(&inside));
+
+    // Streaming from a file the server never had is refused as such, not
+    // as a purge (which `allow_resnapshot_on_purge` would re-snapshot over).
+    let never = binlog_bridge::event::Position::new(format!("{series}.999999"), 4);
+    let e = BinlogSource::start(&cfg, SourceOptions::default(), StartFrom::Position(never))
+        .await
+        .err()
+        .expect("a file the server never had fails");
+    assert!(matches!(e, SourceError::Refused(_)), "{e:?}");
+    assert!(e.is_definite());
+    let msg = e.to_string();
+    assert!(
+        msg.contains("is not one it purged") && msg.contains("mysql.url"),
+        "{msg}"
+    );
     db.stop();
 }
 

@@ -157,7 +157,7 @@ pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckR
         },
         Ok(crate::config::StartPosition::At(p)) => {
             if !logs.iter().any(|l| **l == *p.file) {
-                if older_than(&p.file, &first) {
+                if super::connection::purged_before(&p.file, &first) {
                     return fail(purged(&p.to_string()));
                 }
                 return fail(format!(
@@ -259,16 +259,6 @@ pub async fn start_position(conn: &mut mysql_async::Conn, start: &str) -> CheckR
     }
 }
 
-/// `file` is a binlog of the same series as `first` (same base name) with a
-/// lower number: one the server had and purged.
-fn older_than(file: &str, first: &str) -> bool {
-    let split = |f: &str| {
-        f.rsplit_once('.')
-            .and_then(|(base, n)| Some((base.to_string(), n.parse::<u64>().ok()?)))
-    };
-    matches!((split(file), split(first)), (Some((b1, n1)), Some((b2, n2))) if b1 == b2 && n1 < n2)
-}
-
 /// Every source check for `binlog-bridge check`: settings, privileges, start position.
 pub async fn all(
     conn: &mut mysql_async::Conn,
@@ -334,20 +324,5 @@ pub async fn excluded_key_columns(
                 clashes.join(", ")
             ),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::older_than;
-
-    #[test]
-    fn only_a_lower_number_of_the_same_series_counts_as_purged() {
-        assert!(older_than("binlog.000002", "binlog.000010"));
-        assert!(!older_than("binlog.000010", "binlog.000010"));
-        assert!(!older_than("binlog.000011", "binlog.000010"));
-        assert!(!older_than("other.000001", "binlog.000010"));
-        assert!(!older_than("binlog", "binlog.000010"));
-        assert!(!older_than("binlog.x", "binlog.000010"));
     }
 }

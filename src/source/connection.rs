@@ -206,6 +206,17 @@ pub async fn load_charsets(conn: &mut Conn) -> Charsets {
     cs
 }
 
+/// `file` is a binlog of the same series as the server's oldest, `first`
+/// (same base name), with a lower number: one the server had and purged.
+/// A file of another series, or a later number, was never on this server.
+pub fn purged_before(file: &str, first: &str) -> bool {
+    let split = |f: &str| {
+        f.rsplit_once('.')
+            .and_then(|(base, n)| Some((base.to_string(), n.parse::<u64>().ok()?)))
+    };
+    matches!((split(file), split(first)), (Some((b1, n1)), Some((b2, n2))) if b1 == b2 && n1 < n2)
+}
+
 /// `SHOW BINARY LOGS` file names, oldest first.
 pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>, SourceError> {
     let rows: Vec<mysql_async::Row> = conn
@@ -565,7 +576,17 @@ pub async fn start_dump(
 
 #[cfg(test)]
 mod tests {
-    use super::certificate_name;
+    use super::{certificate_name, purged_before};
+
+    #[test]
+    fn only_a_lower_number_of_the_same_series_counts_as_purged() {
+        assert!(purged_before("binlog.000002", "binlog.000010"));
+        assert!(!purged_before("binlog.000010", "binlog.000010"));
+        assert!(!purged_before("binlog.000011", "binlog.000010"));
+        assert!(!purged_before("other.000001", "binlog.000010"));
+        assert!(!purged_before("binlog", "binlog.000010"));
+        assert!(!purged_before("binlog.x", "binlog.000010"));
+    }
 
     #[test]
     fn the_first_name_a_certificate_lists_is_read_from_the_rustls_error() {

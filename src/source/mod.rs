@@ -345,17 +345,31 @@ impl BinlogSource {
             let logs = connection::binary_logs(&mut conn).await?;
             let known = logs.iter().any(|l| **l == *from.file);
             if !known {
-                return Err(SourceError::Purged {
-                    what: from.to_string(),
-                    detail: format!(
-                        "file {} is not among the server's binary logs ({})",
-                        from.file,
-                        match (logs.first(), logs.last()) {
-                            (Some(a), Some(b)) => format!("{a} .. {b}"),
-                            _ => "none".into(),
-                        }
-                    ),
-                });
+                let range = match (logs.first(), logs.last()) {
+                    (Some(a), Some(b)) => format!("{a} .. {b}"),
+                    _ => "none".into(),
+                };
+                // Only a file the server had can have been purged; one it
+                // never had is a wrong position or the wrong server, which a
+                // re-snapshot (allow_resnapshot_on_purge) must not paper over.
+                if logs
+                    .first()
+                    .is_some_and(|first| connection::purged_before(&from.file, first))
+                {
+                    return Err(SourceError::Purged {
+                        what: from.to_string(),
+                        detail: format!(
+                            "file {} is not among the server's binary logs ({range})",
+                            from.file
+                        ),
+                    });
+                }
+                return Err(SourceError::Refused(format!(
+                    "binlog {} (position {from}) is not on this server and is not one it purged \
+                     (its binlogs: {range}): is mysql.url the server this position came from? \
+                     If it is, set a position it has with `binlog-bridge checkpoint set`",
+                    from.file
+                )));
             }
         }
         let mut pos = from.clone();
