@@ -353,6 +353,8 @@ pub async fn run<W: LeaderWork>(
                     resign_quietly(&election, &leadership).await;
                 }
                 session.close(Duration::from_millis(500)).await;
+                // After the resign: a standby need not wait for this.
+                record_failure(&client, &keys, &opts, leadership.epoch, &e, pause).await;
                 // Out of the election for the pause: a standby can try, and
                 // a lasting fault (MySQL down, wrong password) is retried
                 // with backoff and one log line per attempt, not a hot loop.
@@ -481,6 +483,37 @@ async fn register_member(
     .await;
     if let Err(e) = res {
         tracing::warn!(error = %e, "cannot register as a member (status will not list this process)");
+    }
+}
+
+/// Write why this leader steps down to `<pipeline>/last-failure`, for
+/// `binlog-bridge status`: while every process is backing off nobody leads
+/// and no member is registered, and this is what says why. Best effort,
+/// bounded (etcd may be what failed).
+async fn record_failure(
+    client: &etcd_client::Client,
+    keys: &Keys,
+    opts: &Options,
+    epoch: i64,
+    error: &WorkError,
+    pause: Duration,
+) {
+    let value = serde_json::json!({
+        "identity": opts.identity,
+        "epoch": epoch,
+        "at_ms": crate::coord::now_ms(),
+        "error": error.to_string(),
+        "retry_in_ms": pause.as_millis() as u64,
+    })
+    .to_string();
+    let res = retry("record the failure", Duration::from_millis(500), || {
+        let mut kv = client.kv_client();
+        let (key, value) = (keys.last_failure.clone(), value.clone());
+        async move { kv.put(key, value, None).await }
+    })
+    .await;
+    if let Err(e) = res {
+        tracing::debug!(error = %e, "cannot record the failure for status");
     }
 }
 

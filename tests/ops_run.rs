@@ -209,3 +209,106 @@ async fn metrics_move_readyz_follows_the_role_and_secrets_stay_hidden() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn status_says_why_nobody_leads_when_every_leader_steps_down() {
+    let env = common::dev_env();
+    let pipeline = common::unique("ops_failure");
+    // A checkpoint in a binlog file this server never had (the wrong server,
+    // or a mistyped position): every leadership fails at its start, steps
+    // down and backs off, so nobody leads and no member is registered.
+    let mut admin = mysql_async::Conn::from_url(env.mysql_admin_url.clone())
+        .await
+        .expect("MariaDB admin connection: start the dev env");
+    let file: String = admin
+        .query_first::<mysql_async::Row, _>("SHOW MASTER STATUS")
+        .await
+        .expect("SHOW MASTER STATUS")
+        .and_then(|r| r.get(0))
+        .expect("a binlog file");
+    let series = file.rsplit_once('.').expect("numbered binlog").0;
+    let never = format!("{series}.999999:4");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cfg_path = dir.path().join("bb.toml");
+    std::fs::write(
+        &cfg_path,
+        format!(
+            "[mysql]\nurl = {:?}\nserver_id = 4402\ninclude = [\"{pipeline}.*\"]\n\
+             [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{pipeline}\"\nlease_ttl_secs = 1\nwatchdog = false\n\
+             [kafka]\nbrokers = {:?}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
+            env.mysql_url,
+            env.etcd_endpoints,
+            env.kafka_brokers,
+            common::free_port()
+        ),
+    )
+    .expect("write config");
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .args(args)
+            .env_remove("RUST_LOG")
+            .output()
+            .expect("run binlog-bridge")
+    };
+    let set = cli(&["checkpoint", "set", &never, "--unchecked"]);
+    assert!(
+        set.status.success(),
+        "{}",
+        String::from_utf8_lossy(&set.stderr)
+    );
+    let none = cli(&["status", "--json"]);
+    let doc: serde_json::Value = serde_json::from_slice(&none.stdout).expect("status JSON");
+    assert!(doc["last_failure"].is_null(), "no failure yet: {doc}");
+
+    let mut bridge = ChildGuard(Some(
+        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+            .arg("--config")
+            .arg(&cfg_path)
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start the bridge"),
+    ));
+    let pid = bridge.pid();
+    let mut failure = serde_json::Value::Null;
+    wait_until(
+        "status to show the failed leadership",
+        Duration::from_secs(20),
+        || {
+            let out = cli(&["status", "--json"]);
+            let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+            failure = doc["last_failure"].clone();
+            !failure.is_null()
+        },
+    );
+    let error = failure["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains(&format!("binlog {series}.999999"))
+            && error.contains("is not on this server"),
+        "{failure}"
+    );
+    assert_eq!(failure["identity"]["pid"].as_u64(), Some(u64::from(pid)));
+    assert!(
+        failure["epoch"].as_i64().is_some_and(|e| e > 0),
+        "{failure}"
+    );
+    assert!(
+        failure["retry_in_ms"].as_u64().is_some_and(|ms| ms > 0),
+        "{failure}"
+    );
+    let text = cli(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("stepped down "))
+        .unwrap_or_else(|| panic!("no failure line in:\n{text}"));
+    assert!(
+        line.contains(&format!("pid {pid}")) && line.contains("is not on this server"),
+        "{line}"
+    );
+    bridge.kill();
+    let _ = admin.disconnect().await;
+}

@@ -46,6 +46,10 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
         Ok(m) => m,
         Err(e) => return fail(e),
     };
+    let last_failure = match read_last_failure(&client, &keys).await {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
     // On-demand snapshots: the running one (checkpoint), the queued
     // requests (etcd keys), and how the last one ended.
     let prefix = crate::snapshot::ondemand::requests_prefix(&cfg.prefix, &cfg.pipeline);
@@ -100,6 +104,7 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
                 "extra": c.extra,
             })),
             "members": members,
+            "last_failure": last_failure,
         });
         println!("{doc}");
         return ExitCode::SUCCESS;
@@ -125,6 +130,19 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
             age(c.written_at_ms)
         ),
         None => println!("checkpoint  none"),
+    }
+    // Why a leader last stepped down: with every process backing off,
+    // nobody leads and no member is registered; this line says why.
+    if let Some(f) = &last_failure {
+        let who = serde_json::from_value::<super::Identity>(f["identity"].clone())
+            .map(|i| i.to_string())
+            .unwrap_or_else(|_| "unknown process".into());
+        println!(
+            "stepped down {} ago, epoch {}, {who}: {}",
+            age(f["at_ms"].as_u64().unwrap_or(0)),
+            f["epoch"],
+            f["error"].as_str().unwrap_or("(unreadable)")
+        );
     }
     // The delivery mode the last leader used (`auto` resolved by its probe).
     if let Some(d) = checkpoint
@@ -182,6 +200,32 @@ pub async fn status(cfg: &EtcdConfig, as_json: bool) -> ExitCode {
         println!("  {m}{}", if lead { "  [leader]" } else { "" });
     }
     ExitCode::SUCCESS
+}
+
+/// The last failure a leader stepped down on (`Keys::last_failure`), with
+/// its age; `None` if no leader of this pipeline ever failed.
+async fn read_last_failure(
+    client: &etcd_client::Client,
+    keys: &Keys,
+) -> Result<Option<serde_json::Value>, super::CoordError> {
+    let key = keys.last_failure.clone();
+    let resp = super::retry("read the last failure", TIMEOUT, || {
+        let mut kv = client.kv_client();
+        let key = key.clone();
+        async move { kv.get(key, None).await }
+    })
+    .await?;
+    Ok(resp.kvs().first().map(|kv| {
+        let mut doc = match serde_json::from_slice::<serde_json::Value>(kv.value()) {
+            Ok(v @ serde_json::Value::Object(_)) => v,
+            _ => json!({ "error": String::from_utf8_lossy(kv.value()) }),
+        };
+        let at = doc["at_ms"].as_u64().unwrap_or(0);
+        if let Some(o) = doc.as_object_mut() {
+            o.insert("age_ms".into(), json!(now_ms().saturating_sub(at)));
+        }
+        doc
+    }))
 }
 
 /// `binlog-bridge checkpoint show [--json]`. Exits 1 when there is none.

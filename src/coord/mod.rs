@@ -62,6 +62,9 @@ pub struct Keys {
     pub checkpoint: String,
     /// Prefix of member registrations, `<members>/<lease id hex>`.
     pub members: String,
+    /// The last failure that made a leader step down (no lease: it outlives
+    /// the process, so `status` can say why nobody leads).
+    pub last_failure: String,
 }
 
 impl Keys {
@@ -71,6 +74,7 @@ impl Keys {
             leader: format!("{base}/leader"),
             checkpoint: format!("{base}/checkpoint"),
             members: format!("{base}/members/"),
+            last_failure: format!("{base}/last-failure"),
         }
     }
 
@@ -319,6 +323,7 @@ mod tests {
         assert_eq!(k.leader, "/bb/orders/leader");
         assert_eq!(k.checkpoint, "/bb/orders/checkpoint");
         assert_eq!(k.members, "/bb/orders/members/");
+        assert_eq!(k.last_failure, "/bb/orders/last-failure");
     }
 
     #[test]
