@@ -229,29 +229,17 @@ async fn status_says_why_nobody_leads_when_every_leader_steps_down() {
     let series = file.rsplit_once('.').expect("numbered binlog").0;
     let never = format!("{series}.999999:4");
     let dir = tempfile::tempdir().expect("tempdir");
+    let port = common::free_port();
+    let config = format!(
+        "[mysql]\nurl = {:?}\nserver_id = 4402\ninclude = [\"{pipeline}.*\"]\n\
+         [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{pipeline}\"\nlease_ttl_secs = 1\nwatchdog = false\n\
+         [kafka]\nbrokers = {:?}\n[http]\nlisten = \"127.0.0.1:{port}\"\n",
+        env.mysql_url, env.etcd_endpoints, env.kafka_brokers
+    );
+    // The same file RunningBridge::start writes below.
     let cfg_path = dir.path().join("bb.toml");
-    std::fs::write(
-        &cfg_path,
-        format!(
-            "[mysql]\nurl = {:?}\nserver_id = 4402\ninclude = [\"{pipeline}.*\"]\n\
-             [etcd]\nendpoints = {:?}\nprefix = \"/bbtest\"\npipeline = \"{pipeline}\"\nlease_ttl_secs = 1\nwatchdog = false\n\
-             [kafka]\nbrokers = {:?}\n[http]\nlisten = \"127.0.0.1:{}\"\n",
-            env.mysql_url,
-            env.etcd_endpoints,
-            env.kafka_brokers,
-            common::free_port()
-        ),
-    )
-    .expect("write config");
-    let cli = |args: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
-            .arg("--config")
-            .arg(&cfg_path)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run binlog-bridge")
-    };
+    std::fs::write(&cfg_path, &config).expect("write config");
+    let cli = |args: &[&str]| common::ops::cli(&cfg_path, args);
     let set = cli(&["checkpoint", "set", &never, "--unchecked"]);
     assert!(
         set.status.success(),
@@ -262,17 +250,8 @@ async fn status_says_why_nobody_leads_when_every_leader_steps_down() {
     let doc: serde_json::Value = serde_json::from_slice(&none.stdout).expect("status JSON");
     assert!(doc["last_failure"].is_null(), "no failure yet: {doc}");
 
-    let mut bridge = ChildGuard(Some(
-        Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
-            .arg("--config")
-            .arg(&cfg_path)
-            .arg("run")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the bridge"),
-    ));
-    let pid = bridge.pid();
+    let mut bridge = common::ops::RunningBridge::start(dir.path(), &config, port, &[]);
+    let pid = bridge.child.pid();
     let mut failure = serde_json::Value::Null;
     wait_until(
         "status to show the failed leadership",
@@ -309,6 +288,6 @@ async fn status_says_why_nobody_leads_when_every_leader_steps_down() {
         line.contains(&format!("pid {pid}")) && line.contains("is not on this server"),
         "{line}"
     );
-    bridge.kill();
+    bridge.child.kill();
     let _ = admin.disconnect().await;
 }

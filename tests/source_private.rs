@@ -284,13 +284,7 @@ async fn purged_position_and_gtid_are_definite_errors() {
     };
     let good = config(&db.bridge_url());
     let cli = |cfg: &std::path::Path, args: &[&str]| {
-        let out = std::process::Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
-            .arg("--config")
-            .arg(cfg)
-            .args(args)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run binlog-bridge");
+        let out = common::ops::cli(cfg, args);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -25,13 +25,6 @@ pub struct Line {
     pub ms: u64,
 }
 
-/// The `binlog-bridge` binary cargo built for these tests.
-fn command(args: &[String]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_binlog-bridge"));
-    c.args(args);
-    c
-}
-
 pub struct Bridges {
     pub dir: tempfile::TempDir,
     pub config: PathBuf,
@@ -185,15 +178,7 @@ impl Bridges {
 
     /// Run the binary's CLI against this pipeline.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
-        let mut all = vec![
-            "--config".to_string(),
-            self.config.to_string_lossy().into_owned(),
-        ];
-        all.extend(args.iter().map(|a| a.to_string()));
-        command(&all)
-            .env_remove("RUST_LOG")
-            .output()
-            .expect("run binlog-bridge")
+        super::ops::cli(&self.config, args)
     }
 
     /// `status --json`, parsed.

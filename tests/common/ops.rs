@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 use super::ChildGuard;
 
+/// `binlog-bridge --config CONFIG ARGS...` (a CLI command: `status`,
+/// `checkpoint set`, ...), run to its end, `RUST_LOG` unset.
+pub fn cli(config: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_binlog-bridge"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run binlog-bridge")
+}
+
 /// `GET path` on 127.0.0.1:port: (status code, body).
 pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
